@@ -1,0 +1,1 @@
+//! dbward: databases, roles and pools on PostgreSQL and MySQL, declared in Kubernetes.
