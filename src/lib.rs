@@ -1,1 +1,5 @@
-//! dbward: databases, roles and pools on PostgreSQL and MySQL, declared in Kubernetes.
+//! dbward: databases, roles and pools on PostgreSQL and MySQL, declared in Kubernetes, with every
+//! mistake rejected at `kubectl apply` time.
+
+pub mod api;
+pub mod crds;
