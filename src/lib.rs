@@ -1,1 +1,2 @@
 //! dbward: databases, roles and pools on PostgreSQL and MySQL, declared in Kubernetes.
+pub mod sql;
