@@ -108,7 +108,10 @@ impl fmt::Display for BenchReport {
         writeln!(
             f,
             "{:<38} {:>10.3} {:>17}",
-            format!("{} -f script (same statements)", self.client),
+            match self.engine {
+                Engine::Postgres => "psql -f script (same statements)".to_owned(),
+                Engine::Mysql => "mariadb < script (same statements)".to_owned(),
+            },
             self.client_time.as_secs_f64(),
             self.client_statements
         )?;
