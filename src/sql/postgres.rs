@@ -143,9 +143,12 @@ impl PgServer {
         idle.remove(pos).map(|(_, c)| c)
     }
 
-    fn evict_idle(&self, database: &str) {
+    /// Closes our idle connections to `database`; returns how many there were.
+    fn evict_idle(&self, database: &str) -> usize {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let before = idle.len();
         idle.retain(|(d, _)| d != database);
+        before - idle.len()
     }
 
     async fn connect(&self, database: &str) -> Result<Client, Error> {
@@ -726,9 +729,17 @@ impl PgServer {
         if self.observe_databases(&[name]).await?.is_empty() {
             return Ok(());
         }
-        // Our own idle connections to it must not count, nor block the drop.
-        self.evict_idle(name);
-        let connections = self.connections_to(name).await?;
+        // Our own idle connections to it must not count, nor block the drop; their backends
+        // exit shortly after the connections close.
+        let evicted = self.evict_idle(name);
+        let mut connections = self.connections_to(name).await?;
+        for _ in 0..if evicted > 0 { 40 } else { 0 } {
+            if connections == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            connections = self.connections_to(name).await?;
+        }
         if connections > 0 {
             return Err(Error::DatabaseInUse {
                 database: name.to_owned(),
