@@ -29,8 +29,8 @@ use super::plan::{
     PrivilegeMap, PrivilegeObject, RoleState, SqlAction, normalize_attributes,
 };
 use super::quote::{
-    MYSQL_ACCOUNT_HOST, check_mysql_database, check_mysql_user, mysql_account,
-    mysql_grant_database, mysql_ident, mysql_literal, mysql_unescape_grant_database,
+    MYSQL_ACCOUNT_HOST, check_mysql_database, check_mysql_grant_database, check_mysql_user,
+    mysql_account, mysql_grant_database, mysql_ident, mysql_literal, mysql_unescape_grant_database,
 };
 use super::{DriverError, Engine, Error, ServerInfo};
 
@@ -438,7 +438,7 @@ impl MyServer {
                     privileges,
                 } => {
                     check_mysql_user("user", role)?;
-                    check_mysql_database(database)?;
+                    check_mysql_grant_database(database)?;
                     if privileges
                         .iter()
                         .any(|p| p.object != PrivilegeObject::Database)

@@ -130,6 +130,25 @@ pub fn check_mysql_database(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Checks that a MySQL database can be named in `GRANT … ON db.*`: the name with its pattern
+/// characters (`_`, `%`, `\`) escaped must still fit in 64 characters.
+pub fn check_mysql_grant_database(name: &str) -> Result<(), NameError> {
+    check_mysql_database(name)?;
+    let escaped = name.chars().count()
+        + name
+            .chars()
+            .filter(|c| matches!(c, '_' | '%' | '\\'))
+            .count();
+    if escaped > MYSQL_MAX_DATABASE_CHARS {
+        return Err(NameError::Invalid {
+            kind: "database",
+            name: name.to_owned(),
+            reason: "escaped for GRANT (each '_', '%' and '\\' doubled) it exceeds 64 characters",
+        });
+    }
+    Ok(())
+}
+
 /// Checks a per-role parameter name (`work_mem`, `myapp.setting`): letters, digits, `_`, `.`
 /// and `$` only, as PostgreSQL's configuration names are.
 pub fn check_parameter_name(name: &str) -> Result<(), NameError> {
@@ -303,6 +322,8 @@ mod tests {
         assert!(check_mysql_database(&"d".repeat(64)).is_ok());
         assert!(check_mysql_database(&"d".repeat(65)).is_err());
         assert!(check_mysql_database("trailing ").is_err());
+        assert!(check_mysql_grant_database(&"d".repeat(64)).is_ok());
+        assert!(check_mysql_grant_database(&format!("_{}", "d".repeat(63))).is_err());
         assert!(check_pg_name("role", "").is_err());
         assert!(check_pg_name("role", "a\0b").is_err());
         assert!(check_parameter_name("work_mem").is_ok());
