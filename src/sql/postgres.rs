@@ -76,6 +76,9 @@ impl Drop for Conn<'_> {
     }
 }
 
+/// Privileges found for (role, database).
+type RolePrivileges = (String, String, PrivilegeSet);
+
 /// One statement and the database it must run in (`None`: the maintenance database).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Statement {
@@ -358,14 +361,13 @@ impl PgServer {
                 .filter_map(|s| s.split_once('='))
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect();
-            let candidate = candidates.get(name.as_str()).copied().flatten();
-            let password = match candidate {
-                Some(candidate) if readable => {
-                    checks.push((name.clone(), stored, candidate.to_owned()));
-                    PasswordState::Unknown
-                }
-                _ => PasswordState::Unknown,
-            };
+            // Checked below, in bulk; Unknown stays when there is nothing to check against.
+            if let Some(candidate) = candidates.get(name.as_str()).copied().flatten()
+                && readable
+            {
+                checks.push((name.clone(), stored, candidate.to_owned()));
+            }
+            let password = PasswordState::Unknown;
             out.insert(
                 name,
                 RoleState {
@@ -485,12 +487,11 @@ impl PgServer {
                 }
             }
         }
-        let results: Vec<Result<Vec<(String, String, PrivilegeSet)>, Error>> =
-            stream::iter(visit.iter())
-                .map(|(db, roles_here)| self.observe_privileges_in(db, roles_here))
-                .buffer_unordered(MAX_CONNECTIONS)
-                .collect()
-                .await;
+        let results: Vec<Result<Vec<RolePrivileges>, Error>> = stream::iter(visit.iter())
+            .map(|(db, roles_here)| self.observe_privileges_in(db, roles_here))
+            .buffer_unordered(MAX_CONNECTIONS)
+            .collect()
+            .await;
         for result in results {
             for (role, db, found) in result? {
                 let set = out.entry(role).or_default().entry(db).or_default();
@@ -507,7 +508,7 @@ impl PgServer {
         &self,
         database: &str,
         roles: &BTreeSet<String>,
-    ) -> Result<Vec<(String, String, PrivilegeSet)>, Error> {
+    ) -> Result<Vec<RolePrivileges>, Error> {
         const RELKINDS: &str = "('r', 'p', 'v', 'm', 'f', 'S')";
         let sql = format!(
             "SELECT r.rolname::text, 'schema', a.privilege_type, 1::bigint \
