@@ -8,3 +8,4 @@ pub mod api;
 pub mod cli;
 pub mod crds;
 pub mod manifests;
+pub mod sql;
