@@ -52,3 +52,35 @@ fn crds_carry_what_the_schema_can_say() {
         ]
     );
 }
+
+/// Found on a 1.20 API server: an optional enum field listed `null` among its `enum` values, which
+/// made the server reject the PostgresCluster CRD ("per-version schemas may not all be set to
+/// identical values") and kubectl's validation fail ("unknown object type nil").
+#[test]
+fn no_enum_lists_null() {
+    fn walk(value: &serde_json::Value, path: &str) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Array(options)) = map.get("enum") {
+                    assert!(
+                        !options.iter().any(serde_json::Value::is_null),
+                        "{path}.enum lists null"
+                    );
+                }
+                map.iter()
+                    .for_each(|(k, v)| walk(v, &format!("{path}.{k}")));
+            }
+            serde_json::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| walk(v, &format!("{path}[{i}]"))),
+            _ => {}
+        }
+    }
+    for crd in dbward::crds::all() {
+        walk(
+            &serde_json::to_value(&crd).unwrap(),
+            crd.metadata.name.as_deref().unwrap(),
+        );
+    }
+}
