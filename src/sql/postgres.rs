@@ -487,8 +487,12 @@ impl PgServer {
                 }
             }
         }
-        let results: Vec<Result<Vec<RolePrivileges>, Error>> = stream::iter(visit.iter())
-            .map(|(db, roles_here)| self.observe_privileges_in(db, roles_here))
+        // Owned items: a closure over borrowed ones makes this future's `Send` unprovable in
+        // generic callers (the controllers spawn it).
+        let results: Vec<Result<Vec<RolePrivileges>, Error>> = stream::iter(visit.clone())
+            .map(|(db, roles_here)| async move {
+                self.observe_privileges_in(&db, &roles_here).await
+            })
             .buffer_unordered(MAX_CONNECTIONS)
             .collect()
             .await;
