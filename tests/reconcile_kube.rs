@@ -19,15 +19,25 @@ use serde_json::json;
 const NS: &str = "dbward-system";
 
 async fn client(objects: Vec<serde_json::Value>) -> Client {
-    ClientBuilder::new()
+    let (services, others): (Vec<_>, Vec<_>) = objects
+        .into_iter()
+        .partition(|o| o["kind"] == "DatabaseService");
+    let client = ClientBuilder::new()
         .with_resource::<DatabaseService>()
         .with_resource::<Database>()
         .with_resource::<ServiceUser>()
         .with_resource::<DatabaseClaim>()
-        .with_runtime_objects(objects)
+        .with_runtime_objects(others)
         .build()
         .await
-        .expect("fake client")
+        .expect("fake client");
+    // Cluster-scoped objects are created through the API: preloaded ones land in a namespace.
+    let api: Api<DatabaseService> = Api::all(client.clone());
+    for service in services {
+        let service: DatabaseService = serde_json::from_value(service).unwrap();
+        api.create(&Default::default(), &service).await.unwrap();
+    }
+    client
 }
 
 fn base_objects(pg_port: u16) -> Vec<serde_json::Value> {
