@@ -159,10 +159,22 @@ async fn reconcile_local_twice_changes_nothing_the_second_time() {
     let first = dbward(&args);
     let stdout = text(&first.stdout);
     assert!(first.status.success(), "{stdout}\n{}", text(&first.stderr));
-    assert!(stdout.contains(&format!("create database \"{p}pgdb\"")), "{stdout}");
-    assert!(stdout.contains(&format!("create role \"{p}myuser\"")), "{stdout}");
-    assert!(stdout.contains(&format!("apply Secret {ns}/pguser-creds")), "{stdout}");
-    assert!(stdout.contains(&format!("connectionpool {ns}/pool: skipped")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("create database \"{p}pgdb\"")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("create role \"{p}myuser\"")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("apply Secret {ns}/pguser-creds")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("connectionpool {ns}/pool: skipped")),
+        "{stdout}"
+    );
     assert!(!stdout.contains("no changes"));
 
     let pg_secret = out.join(format!("{ns}.pguser-creds.yaml"));
@@ -177,7 +189,10 @@ async fn reconcile_local_twice_changes_nothing_the_second_time() {
         format!("postgres://{p}pguser:{password}@127.0.0.1:5432/{p}pgdb?sslmode=disable")
     );
     assert_eq!(read_secret_data(&my_secret).len(), 7);
-    assert_eq!(read_secret_data(&claim_secret)["DATABASECLAIM_DATABASE"], claim_db);
+    assert_eq!(
+        read_secret_data(&claim_secret)["DATABASECLAIM_DATABASE"],
+        claim_db
+    );
 
     // The password works: the server holds it.
     let state = common::pg()
@@ -189,10 +204,17 @@ async fn reconcile_local_twice_changes_nothing_the_second_time() {
 
     let second = dbward(&args);
     let stdout2 = text(&second.stdout);
-    assert!(second.status.success(), "{stdout2}\n{}", text(&second.stderr));
+    assert!(
+        second.status.success(),
+        "{stdout2}\n{}",
+        text(&second.stderr)
+    );
     assert!(stdout2.contains("no changes"), "{stdout2}");
     assert!(!stdout2.contains("apply Secret"), "{stdout2}");
-    assert_eq!(read_secret_data(&pg_secret)["SERVICEUSER_PASSWORD"], password);
+    assert_eq!(
+        read_secret_data(&pg_secret)["SERVICEUSER_PASSWORD"],
+        password
+    );
 
     cleanup(&p, &claim_db).await;
 }
@@ -228,7 +250,10 @@ spec:
     let reported = text(&run.stdout);
     let denied_line = text(&validate.stdout);
     assert!(denied_line.contains("denied"), "{denied_line}");
-    assert!(reported.starts_with(denied_line.trim_end()), "{reported}\nvs\n{denied_line}");
+    assert!(
+        reported.starts_with(denied_line.trim_end()),
+        "{reported}\nvs\n{denied_line}"
+    );
     assert!(reported.contains("no changes"));
     assert!(!out.exists(), "nothing written");
 }

@@ -111,10 +111,20 @@ async fn assert_quiet(ctx: &Context<LocalCluster>, user: &ServiceUser) {
 async fn user_lifecycle(engine: Engine) {
     let p = unique();
     let ctx = context(engine, port(engine));
-    let db = database_object(&format!("{}d", p.replace('_', "-")), &format!("{p}db"), "Delete");
+    let db = database_object(
+        &format!("{}d", p.replace('_', "-")),
+        &format!("{p}db"),
+        "Delete",
+    );
     let created = database::reconcile(&ctx, &db).await.unwrap();
-    assert!(matches!(&created.actions[..], [Action::Sql(SqlAction::CreateDatabase { .. })]));
-    assert_eq!(database::reconcile(&ctx, &db).await.unwrap().actions, vec![]);
+    assert!(matches!(
+        &created.actions[..],
+        [Action::Sql(SqlAction::CreateDatabase { .. })]
+    ));
+    assert_eq!(
+        database::reconcile(&ctx, &db).await.unwrap().actions,
+        vec![]
+    );
 
     let username = format!("{p}app");
     let mut user = user_object(
@@ -124,11 +134,21 @@ async fn user_lifecycle(engine: Engine) {
                "connInfoSecretTarget": {"name": format!("{p}creds"), "labels": {"team": "a"}}}),
     );
     let applied = service_user::reconcile(&ctx, &user).await.unwrap();
-    assert!(matches!(applied.actions.first(), Some(Action::Sql(SqlAction::CreateRole { .. }))));
-    assert!(matches!(applied.actions.last(), Some(Action::ApplySecret(_))));
+    assert!(matches!(
+        applied.actions.first(),
+        Some(Action::Sql(SqlAction::CreateRole { .. }))
+    ));
+    assert!(matches!(
+        applied.actions.last(),
+        Some(Action::ApplySecret(_))
+    ));
     let password = secret_password(&ctx, &format!("{p}creds")).await;
     let srv = server(&ctx);
-    let state = srv.observe_role(&username, Some(&password)).await.unwrap().unwrap();
+    let state = srv
+        .observe_role(&username, Some(&password))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(state.password, PasswordState::Matches);
     assert_quiet(&ctx, &user).await;
 
@@ -136,9 +156,24 @@ async fn user_lifecycle(engine: Engine) {
     user.spec.flags.push(dbward::api::RoleFlag::Createdb);
     user.spec.privileges[0].level = dbward::api::service_user::PrivilegeLevel::ReadOnly;
     let applied = service_user::reconcile(&ctx, &user).await.unwrap();
-    assert!(applied.actions.iter().any(|a| matches!(a, Action::Sql(SqlAction::AlterRoleAttributes { .. }))));
-    assert!(applied.actions.iter().any(|a| matches!(a, Action::Sql(SqlAction::RevokePrivileges { .. }))));
-    assert!(!applied.actions.iter().any(|a| matches!(a, Action::ApplySecret(_))));
+    assert!(
+        applied
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Sql(SqlAction::AlterRoleAttributes { .. })))
+    );
+    assert!(
+        applied
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Sql(SqlAction::RevokePrivileges { .. })))
+    );
+    assert!(
+        !applied
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::ApplySecret(_)))
+    );
     assert_quiet(&ctx, &user).await;
 
     // Update: bring your own password (quotes, spaces and unicode in it).
@@ -146,16 +181,28 @@ async fn user_lifecycle(engine: Engine) {
     let mut pw = Secret::default();
     pw.metadata.name = Some("own-pw".into());
     pw.metadata.namespace = Some("team".into());
-    pw.data = Some(BTreeMap::from([("pw".into(), ByteString(own.as_bytes().to_vec()))]));
+    pw.data = Some(BTreeMap::from([(
+        "pw".into(),
+        ByteString(own.as_bytes().to_vec()),
+    )]));
     ctx.cluster.apply_secret(&pw).await.unwrap();
     user.spec.password_secret_ref = Some(dbward::api::SecretKeyRef {
         name: "own-pw".into(),
         key: "pw".into(),
     });
     let applied = service_user::reconcile(&ctx, &user).await.unwrap();
-    assert!(applied.actions.iter().any(|a| matches!(a, Action::Sql(SqlAction::SetPassword { .. }))));
+    assert!(
+        applied
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Sql(SqlAction::SetPassword { .. })))
+    );
     assert_eq!(secret_password(&ctx, &format!("{p}creds")).await, own);
-    let state = srv.observe_role(&username, Some(own)).await.unwrap().unwrap();
+    let state = srv
+        .observe_role(&username, Some(own))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(state.password, PasswordState::Matches);
     assert_quiet(&ctx, &user).await;
     user.spec.password_secret_ref = None;
@@ -167,39 +214,76 @@ async fn user_lifecycle(engine: Engine) {
     assert!(!revoke.is_empty());
     srv.apply(&revoke).await.unwrap();
     let applied = service_user::reconcile(&ctx, &user).await.unwrap();
-    assert!(applied.actions.iter().any(|a| matches!(a, Action::Sql(SqlAction::GrantPrivileges { .. }))));
+    assert!(
+        applied
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Sql(SqlAction::GrantPrivileges { .. })))
+    );
     assert_quiet(&ctx, &user).await;
 
     // Drift: the role dropped by hand comes back with the Secret's password.
     srv.drop_role(&username).await.unwrap();
     service_user::reconcile(&ctx, &user).await.unwrap();
-    let state = srv.observe_role(&username, Some(own)).await.unwrap().unwrap();
+    let state = srv
+        .observe_role(&username, Some(own))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(state.password, PasswordState::Matches);
     assert_quiet(&ctx, &user).await;
 
     // Drift: the Secret deleted by hand is written again (with a new password the role gets).
-    ctx.cluster.delete_secret("team", &format!("{p}creds")).await.unwrap();
+    ctx.cluster
+        .delete_secret("team", &format!("{p}creds"))
+        .await
+        .unwrap();
     let applied = service_user::reconcile(&ctx, &user).await.unwrap();
-    assert!(matches!(applied.actions.last(), Some(Action::ApplySecret(_))));
+    assert!(matches!(
+        applied.actions.last(),
+        Some(Action::ApplySecret(_))
+    ));
     let renewed = secret_password(&ctx, &format!("{p}creds")).await;
-    let state = srv.observe_role(&username, Some(&renewed)).await.unwrap().unwrap();
+    let state = srv
+        .observe_role(&username, Some(&renewed))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(state.password, PasswordState::Matches);
     assert_quiet(&ctx, &user).await;
 
     // Deletion: the role goes; the database only with Delete.
     service_user::cleanup(&ctx, &user).await.unwrap();
     assert!(srv.observe_role(&username, None).await.unwrap().is_none());
-    assert_eq!(service_user::cleanup(&ctx, &user).await.unwrap().actions, vec![]);
+    assert_eq!(
+        service_user::cleanup(&ctx, &user).await.unwrap().actions,
+        vec![]
+    );
     let mut retained = db.clone();
     retained.spec.deletion_policy = dbward::api::DeletionPolicy::Retain;
     database::cleanup(&ctx, &retained).await.unwrap();
-    assert!(srv.observe_database(&format!("{p}db")).await.unwrap().is_some());
+    assert!(
+        srv.observe_database(&format!("{p}db"))
+            .await
+            .unwrap()
+            .is_some()
+    );
     let mut protected = db.clone();
     protected.spec.termination_protection = Some(true);
     database::cleanup(&ctx, &protected).await.unwrap();
-    assert!(srv.observe_database(&format!("{p}db")).await.unwrap().is_some());
+    assert!(
+        srv.observe_database(&format!("{p}db"))
+            .await
+            .unwrap()
+            .is_some()
+    );
     database::cleanup(&ctx, &db).await.unwrap();
-    assert!(srv.observe_database(&format!("{p}db")).await.unwrap().is_none());
+    assert!(
+        srv.observe_database(&format!("{p}db"))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -246,7 +330,11 @@ async fn claim_lifecycle(engine: Engine) {
             .unwrap();
         assert_eq!(state.password, PasswordState::Matches);
         if engine == Engine::Postgres {
-            let db = srv.observe_database(&names.database).await.unwrap().unwrap();
+            let db = srv
+                .observe_database(&names.database)
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(db.owner.as_deref(), Some(names.user.as_str()));
         }
         let writes = ctx.sql_writes();
@@ -256,7 +344,11 @@ async fn claim_lifecycle(engine: Engine) {
 
         database_claim::cleanup(&ctx, &claim).await.unwrap();
         assert!(srv.observe_role(&names.user, None).await.unwrap().is_none());
-        let kept = srv.observe_database(&names.database).await.unwrap().is_some();
+        let kept = srv
+            .observe_database(&names.database)
+            .await
+            .unwrap()
+            .is_some();
         assert_eq!(kept, policy == "Retain");
         srv.drop_database(&names.database).await.unwrap();
     }
@@ -292,7 +384,13 @@ async fn database_in_use_is_reported_not_forced() {
         result = database::cleanup(&ctx, &db).await;
     }
     result.unwrap();
-    assert!(server(&ctx).observe_database(&format!("{p}busy")).await.unwrap().is_none());
+    assert!(
+        server(&ctx)
+            .observe_database(&format!("{p}busy"))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// Names admission lets through (hyphens, the length limits) are quoted; hostile ones are
@@ -341,14 +439,24 @@ async fn names_quoted_or_refused(engine: Engine) {
         // Quoted: the role exists under exactly that name and nothing else happened.
         Ok(_) => {
             let name = service_user::username(&hostile);
-            assert!(server(&ctx).observe_role(&name, None).await.unwrap().is_some());
+            assert!(
+                server(&ctx)
+                    .observe_role(&name, None)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
             service_user::cleanup(&ctx, &hostile).await.unwrap();
         }
     }
     let _ = writes;
     assert!(
         server(&ctx)
-            .observe_database(if engine == Engine::Postgres { "postgres" } else { "mysql" })
+            .observe_database(if engine == Engine::Postgres {
+                "postgres"
+            } else {
+                "mysql"
+            })
             .await
             .unwrap()
             .is_some()

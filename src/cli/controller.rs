@@ -29,7 +29,10 @@ pub fn run(args: &ControllerArgs) -> ExitCode {
         )
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -49,14 +52,16 @@ pub fn run(args: &ControllerArgs) -> ExitCode {
             }
             None => kube::Config::infer().await.map_err(|e| e.to_string()),
         };
-        let client = match config.and_then(|c| kube::Client::try_from(c).map_err(|e| e.to_string())) {
+        let client = match config.and_then(|c| kube::Client::try_from(c).map_err(|e| e.to_string()))
+        {
             Ok(client) => client,
             Err(e) => {
                 eprintln!("error: cannot configure the Kubernetes client: {e}");
                 return ExitCode::from(2);
             }
         };
-        match crate::reconcile::controller::run(client, &args.namespace, args.metrics_listen).await {
+        match crate::reconcile::controller::run(client, &args.namespace, args.metrics_listen).await
+        {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -17,8 +17,7 @@ use crate::cli::validate;
 use crate::manifests::{self, Manifest};
 use crate::reconcile::local::{self, LocalCluster};
 use crate::reconcile::{
-    Applied, Context, Error, database, database_claim, database_service, display_ref,
-    service_user,
+    Applied, Context, Error, database, database_claim, database_service, display_ref, service_user,
 };
 
 /// Apply the database side of manifests to the servers they name, without a cluster.
@@ -44,7 +43,12 @@ pub struct ReconcileArgs {
 
 /// Kinds local mode reconciles, in the order it does (databases before the users granted on
 /// them).
-const ORDER: [&str; 4] = ["DatabaseService", "Database", "DatabaseClaim", "ServiceUser"];
+const ORDER: [&str; 4] = [
+    "DatabaseService",
+    "Database",
+    "DatabaseClaim",
+    "ServiceUser",
+];
 
 pub fn run(args: &ReconcileArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -114,7 +118,10 @@ async fn run_local(args: &ReconcileArgs) -> ExitCode {
             Err(e) => eprintln!("warning: {}: not a Secret: {e}", manifest.source),
         }
     }
-    for (_, object) in admitted.iter().filter(|(m, _)| m.kind() == "DatabaseService") {
+    for (_, object) in admitted
+        .iter()
+        .filter(|(m, _)| m.kind() == "DatabaseService")
+    {
         if let Ok(service) = serde_json::from_value::<DatabaseService>(object.clone()) {
             cluster.add_service(service);
         }

@@ -186,8 +186,10 @@ pub trait Reconciled:
         ctx: &Context<KubeCluster>,
     ) -> impl Future<Output = Result<(Applied, Option<Names>), Error>> + Send;
     /// The server-side cleanup of a deleted object.
-    fn cleanup(&self, ctx: &Context<KubeCluster>)
-    -> impl Future<Output = Result<Applied, Error>> + Send;
+    fn cleanup(
+        &self,
+        ctx: &Context<KubeCluster>,
+    ) -> impl Future<Output = Result<Applied, Error>> + Send;
 }
 
 impl Reconciled for Database {
@@ -245,7 +247,11 @@ impl Reconciled for DatabaseClaim {
     fn conditions(&self) -> Vec<Condition> {
         self.status.clone().unwrap_or_default().common.conditions
     }
-    fn next_status(&self, conditions: Vec<Condition>, names: Option<&Names>) -> DatabaseClaimStatus {
+    fn next_status(
+        &self,
+        conditions: Vec<Condition>,
+        names: Option<&Names>,
+    ) -> DatabaseClaimStatus {
         let old = self.status.clone().unwrap_or_default();
         DatabaseClaimStatus {
             common: CommonStatus {
@@ -308,9 +314,12 @@ where
         };
     }
 
-    if !has_finalizer {
-        set_finalizer(&api, object.as_ref(), true).await?;
-    }
+    // Continue with the object as the finalizer patch returned it (its latest version).
+    let object = if has_finalizer {
+        object
+    } else {
+        Arc::new(set_finalizer(&api, object.as_ref(), true).await?)
+    };
     match object.apply(&state.ctx).await {
         Ok((applied, names)) => {
             let message = if applied.warnings.is_empty() {
@@ -353,7 +362,12 @@ async fn fail<K: Reconciled>(state: &State, api: &Api<K>, object: &K, error: &Er
         warn!(error = %e, "cannot write the status");
     }
     state
-        .publish(object, EventType::Warning, error.reason(), error.to_string())
+        .publish(
+            object,
+            EventType::Warning,
+            error.reason(),
+            error.to_string(),
+        )
         .await;
 }
 
@@ -369,13 +383,15 @@ async fn announce<K: Reconciled>(state: &State, object: &K, applied: &Applied, r
     if note.len() > 1000 {
         note.truncate(note.floor_char_boundary(1000));
     }
-    state
-        .publish(object, EventType::Normal, reason, note)
-        .await;
+    state.publish(object, EventType::Normal, reason, note).await;
 }
 
 /// Writes `status` unless the object already has it (server-side apply, status subresource).
-async fn write_status<K: Reconciled>(api: &Api<K>, object: &K, status: &K::Status) -> Result<(), Error> {
+async fn write_status<K: Reconciled>(
+    api: &Api<K>,
+    object: &K,
+    status: &K::Status,
+) -> Result<(), Error> {
     if object.current_status() == Some(status) {
         return Ok(());
     }
@@ -395,7 +411,7 @@ async fn write_status<K: Reconciled>(api: &Api<K>, object: &K, status: &K::Statu
 }
 
 /// Adds or removes dbward's finalizer (a merge patch guarded by `resourceVersion`).
-async fn set_finalizer<K: Reconciled>(api: &Api<K>, object: &K, present: bool) -> Result<(), Error> {
+async fn set_finalizer<K: Reconciled>(api: &Api<K>, object: &K, present: bool) -> Result<K, Error> {
     let mut finalizers: Vec<String> = object
         .finalizers()
         .iter()
@@ -421,8 +437,7 @@ async fn set_finalizer<K: Reconciled>(api: &Api<K>, object: &K, present: bool) -
         "add finalizer"
     } else {
         "remove finalizer"
-    }))?;
-    Ok(())
+    }))
 }
 
 /// What a failed reconcile leads to.
@@ -495,12 +510,15 @@ pub async fn reconcile_service(
             state.metrics.count("DatabaseService", e.category());
             if was_reachable != Some(false) {
                 state
-                    .publish(service.as_ref(), EventType::Warning, e.reason(), e.to_string())
+                    .publish(
+                        service.as_ref(),
+                        EventType::Warning,
+                        e.reason(),
+                        e.to_string(),
+                    )
                     .await;
             }
-            let delay = state
-                .backoff(&key)
-                .min(database_service::PROBE_INTERVAL);
+            let delay = state.backoff(&key).min(database_service::PROBE_INTERVAL);
             Ok(Requeue::requeue(delay))
         }
     }
@@ -531,7 +549,11 @@ pub async fn run(
         .for_each(|r| log_result("DatabaseService", r));
     let databases = Controller::new(Api::<Database>::all(client.clone()), config.clone())
         .shutdown_on_signal()
-        .run(reconcile::<Database>, error_policy::<Database>, state.clone())
+        .run(
+            reconcile::<Database>,
+            error_policy::<Database>,
+            state.clone(),
+        )
         .for_each(|r| log_result("Database", r));
     let users = Controller::new(Api::<ServiceUser>::all(client.clone()), config.clone())
         .owns(secrets(), config.clone())

@@ -130,7 +130,9 @@ mod tests {
         let d = desired(&db(DeletionPolicy::Retain, None), Engine::Postgres);
         assert_eq!(d.name, "orders");
         let actions = plan(&d, None);
-        assert!(matches!(&actions[..], [Action::Sql(SqlAction::CreateDatabase { name, owner: Some(o), .. })] if name == "orders" && o == "app"));
+        assert!(
+            matches!(&actions[..], [Action::Sql(SqlAction::CreateDatabase { name, owner: Some(o), .. })] if name == "orders" && o == "app")
+        );
         let observed = DatabaseState {
             owner: Some("app".into()),
             lc_collate: "C".into(),

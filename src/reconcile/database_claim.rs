@@ -20,7 +20,9 @@ use crate::sql::{
 };
 
 use super::secret::{self, Target};
-use super::service_user::{Observed as UserObserved, owner_reference, resolve_password, secret_action};
+use super::service_user::{
+    Observed as UserObserved, owner_reference, resolve_password, secret_action,
+};
 use super::{Action, Applied, Cluster, Context, Error, act, sql_engine};
 
 /// The claim's names on the server.
@@ -73,9 +75,7 @@ pub fn connection_secret(
             "USER" => names.user.clone(),
             "PASSWORD" => password.to_owned(),
             "SSLMODE" => secret::sslmode(info),
-            "DATABASE_URI" => {
-                secret::database_uri(info, &names.user, password, &names.database)
-            }
+            "DATABASE_URI" => secret::database_uri(info, &names.user, password, &names.database),
             _ => String::new(),
         };
         (key, value)
@@ -137,7 +137,10 @@ pub struct Observed {
 /// Pure: the user first (it owns the database), then the database, the privileges, the Secret.
 pub fn plan(engine: Engine, desired: &Desired, observed: &Observed) -> Vec<Action> {
     let mut sql_actions = sql::plan_role(engine, &desired.role, observed.user.role.as_ref());
-    sql_actions.extend(sql::plan_database(&desired.database, observed.database.as_ref()));
+    sql_actions.extend(sql::plan_database(
+        &desired.database,
+        observed.database.as_ref(),
+    ));
     sql_actions.extend(sql::plan_privileges(
         engine,
         &desired.role.name,
@@ -238,7 +241,10 @@ pub fn cleanup_plan(
 
 /// Drops the user and, with `deletionPolicy: Delete`, the database.
 #[instrument(skip_all, fields(kind = "DatabaseClaim", namespace = claim.metadata.namespace.as_deref(), name = claim.metadata.name.as_deref()))]
-pub async fn cleanup<C: Cluster>(ctx: &Context<C>, claim: &DatabaseClaim) -> Result<Applied, Error> {
+pub async fn cleanup<C: Cluster>(
+    ctx: &Context<C>,
+    claim: &DatabaseClaim,
+) -> Result<Applied, Error> {
     let (service, handle) = match ctx.service(&claim.spec.binding.service_name).await {
         Ok(found) => found,
         Err(Error::ServiceNotFound { name }) => {
@@ -255,7 +261,11 @@ pub async fn cleanup<C: Cluster>(ctx: &Context<C>, claim: &DatabaseClaim) -> Res
         .observe_database(&names.database)
         .await?
         .is_some();
-    let user_exists = handle.server.observe_role(&names.user, None).await?.is_some();
+    let user_exists = handle
+        .server
+        .observe_role(&names.user, None)
+        .await?
+        .is_some();
     let actions = cleanup_plan(claim, &names, database_exists, user_exists);
     // One action at a time, so a database still in use leaves the user in place.
     for action in &actions {
@@ -350,7 +360,10 @@ mod tests {
     fn cleanup_drops_user_and_database_per_policy() {
         let n = names(&claim(DeletionPolicy::Retain), api::Engine::Postgres);
         let retain = cleanup_plan(&claim(DeletionPolicy::Retain), &n, true, true);
-        assert!(matches!(&retain[..], [Action::Sql(SqlAction::DropRole { .. })]));
+        assert!(matches!(
+            &retain[..],
+            [Action::Sql(SqlAction::DropRole { .. })]
+        ));
         let delete = cleanup_plan(&claim(DeletionPolicy::Delete), &n, true, true);
         assert!(matches!(
             &delete[..],
@@ -359,6 +372,9 @@ mod tests {
                 Action::Sql(SqlAction::DropRole { .. })
             ]
         ));
-        assert_eq!(cleanup_plan(&claim(DeletionPolicy::Delete), &n, false, false), vec![]);
+        assert_eq!(
+            cleanup_plan(&claim(DeletionPolicy::Delete), &n, false, false),
+            vec![]
+        );
     }
 }

@@ -60,7 +60,8 @@ pub fn status_after(
         .as_deref()
         .and_then(|t| t.parse::<jiff::Timestamp>().ok())
         .is_none_or(|t| {
-            now.0.duration_since(t) >= jiff::SignedDuration::try_from(PROBE_REFRESH).unwrap_or_default()
+            now.0.duration_since(t)
+                >= jiff::SignedDuration::try_from(PROBE_REFRESH).unwrap_or_default()
         });
     if stale || next != old {
         next.last_probe_time = Some(now.0.to_string());

@@ -3,8 +3,8 @@
 //! dbward owns the fields it sets and nothing else).
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 
 use crate::api::DatabaseService;
 

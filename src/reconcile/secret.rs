@@ -127,7 +127,10 @@ impl Target {
 /// keys), its labels, annotations and owner references. Other labels and annotations (set by
 /// someone else) do not count as a difference.
 pub fn up_to_date(existing: &Secret, desired: &Secret) -> bool {
-    fn contains(have: Option<&BTreeMap<String, String>>, want: Option<&BTreeMap<String, String>>) -> bool {
+    fn contains(
+        have: Option<&BTreeMap<String, String>>,
+        want: Option<&BTreeMap<String, String>>,
+    ) -> bool {
         want.into_iter()
             .flatten()
             .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
@@ -233,7 +236,10 @@ mod tests {
     fn targets_default_and_compare() {
         let spec = SecretTarget::default();
         let target = Target::resolve(&spec, "ns", "obj", "SERVICEUSER_").unwrap();
-        assert_eq!((target.name.as_str(), target.prefix.as_str()), ("obj", "SERVICEUSER_"));
+        assert_eq!(
+            (target.name.as_str(), target.prefix.as_str()),
+            ("obj", "SERVICEUSER_")
+        );
         let disabled = SecretTarget {
             conn_info_secret_target_disabled: Some(true),
             ..SecretTarget::default()
@@ -241,7 +247,10 @@ mod tests {
         assert_eq!(Target::resolve(&disabled, "ns", "obj", "X_"), None);
 
         let desired = target.build(&[("PASSWORD", "pw".into())], None);
-        assert_eq!(target.stored_password(Some(&desired)).as_deref(), Some("pw"));
+        assert_eq!(
+            target.stored_password(Some(&desired)).as_deref(),
+            Some("pw")
+        );
         let mut existing = desired.clone();
         existing.metadata.labels = Some(BTreeMap::from([("other".into(), "x".into())]));
         assert!(up_to_date(&existing, &desired));

@@ -157,7 +157,10 @@ pub fn plan(engine: Engine, desired: &Desired, observed: &Observed) -> Vec<Actio
         .into_iter()
         .map(Action::Sql),
     );
-    actions.extend(secret_action(desired.secret.as_ref(), observed.secret.as_ref()));
+    actions.extend(secret_action(
+        desired.secret.as_ref(),
+        observed.secret.as_ref(),
+    ));
     actions
 }
 
@@ -416,7 +419,10 @@ mod tests {
         let u = user();
         let d = desired(&u, "pw");
         let actions = plan(Engine::Postgres, &d, &Observed::default());
-        assert!(matches!(actions.first(), Some(Action::Sql(SqlAction::CreateRole { .. }))));
+        assert!(matches!(
+            actions.first(),
+            Some(Action::Sql(SqlAction::CreateRole { .. }))
+        ));
         assert!(
             actions
                 .iter()
@@ -460,7 +466,10 @@ mod tests {
         let repair = plan(Engine::Postgres, &d, &drifted);
         assert!(matches!(
             &repair[..],
-            [Action::Sql(SqlAction::SetPassword { .. }), Action::ApplySecret(_)]
+            [
+                Action::Sql(SqlAction::SetPassword { .. }),
+                Action::ApplySecret(_)
+            ]
         ));
     }
 

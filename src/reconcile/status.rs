@@ -102,7 +102,10 @@ mod tests {
         let t1 = Time(jiff::Timestamp::from_second(2_000).unwrap());
         let first = with_ready(&[], &Readiness::ready("ok"), Some(1), &t0);
         assert_eq!(first[0].status, "True");
-        assert_eq!(with_ready(&first, &Readiness::ready("ok"), Some(1), &t1), first);
+        assert_eq!(
+            with_ready(&first, &Readiness::ready("ok"), Some(1), &t1),
+            first
+        );
         let message = with_ready(&first, &Readiness::ready("still ok"), Some(2), &t1);
         assert_eq!(message[0].last_transition_time, t0);
         let down = with_ready(
