@@ -9,62 +9,7 @@ use std::fmt;
 
 use super::Engine;
 
-/// A role flag, as in the Zalando manifest: `superuser inherit login nologin createrole
-/// createdb replication bypassrls`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum RoleFlag {
-    /// `superuser`.
-    Superuser,
-    /// `inherit`.
-    Inherit,
-    /// `login`.
-    Login,
-    /// `nologin`.
-    Nologin,
-    /// `createrole`.
-    Createrole,
-    /// `createdb`.
-    Createdb,
-    /// `replication`.
-    Replication,
-    /// `bypassrls`.
-    Bypassrls,
-}
-
-impl RoleFlag {
-    /// Every flag, in the manifest's spelling order.
-    pub const ALL: [RoleFlag; 8] = [
-        RoleFlag::Superuser,
-        RoleFlag::Inherit,
-        RoleFlag::Login,
-        RoleFlag::Nologin,
-        RoleFlag::Createrole,
-        RoleFlag::Createdb,
-        RoleFlag::Replication,
-        RoleFlag::Bypassrls,
-    ];
-
-    /// The manifest spelling (`createdb`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RoleFlag::Superuser => "superuser",
-            RoleFlag::Inherit => "inherit",
-            RoleFlag::Login => "login",
-            RoleFlag::Nologin => "nologin",
-            RoleFlag::Createrole => "createrole",
-            RoleFlag::Createdb => "createdb",
-            RoleFlag::Replication => "replication",
-            RoleFlag::Bypassrls => "bypassrls",
-        }
-    }
-
-    /// Parses the manifest spelling, case-insensitively.
-    pub fn parse(flag: &str) -> Option<RoleFlag> {
-        RoleFlag::ALL
-            .into_iter()
-            .find(|f| f.as_str().eq_ignore_ascii_case(flag))
-    }
-}
+pub use crate::api::RoleFlag;
 
 /// A role attribute as the server stores it (flags are the manifest's way of setting them;
 /// `nologin` is the absence of [`Attribute::Login`]).
@@ -265,38 +210,7 @@ pub struct RoleState {
     pub password: PasswordState,
 }
 
-/// A privilege level of a role on a database (`privileges: [{database, level}]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum PrivilegeLevel {
-    /// Read the data.
-    ReadOnly,
-    /// Read and change the data.
-    ReadWrite,
-    /// Everything on the database's objects, including creating them.
-    Owner,
-}
-
-impl PrivilegeLevel {
-    /// The manifest spelling (`readWrite`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PrivilegeLevel::ReadOnly => "readOnly",
-            PrivilegeLevel::ReadWrite => "readWrite",
-            PrivilegeLevel::Owner => "owner",
-        }
-    }
-
-    /// Parses the manifest spelling.
-    pub fn parse(level: &str) -> Option<PrivilegeLevel> {
-        [
-            PrivilegeLevel::ReadOnly,
-            PrivilegeLevel::ReadWrite,
-            PrivilegeLevel::Owner,
-        ]
-        .into_iter()
-        .find(|l| l.as_str() == level)
-    }
-}
+pub use crate::api::service_user::PrivilegeLevel;
 
 /// One desired privilege entry of a role.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
