@@ -274,9 +274,9 @@ impl Reconciled for DatabaseClaim {
     }
 }
 
-fn api_for<K: Reconciled>(client: Client, object: &K) -> Api<K>
+fn api_for<K>(client: Client, object: &K) -> Api<K>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Reconciled + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
 {
     Api::namespaced(client, object.namespace().as_deref().unwrap_or("default"))
 }
@@ -381,7 +381,11 @@ async fn announce<K: Reconciled>(state: &State, object: &K, applied: &Applied, r
     info!(kind = K::KIND, namespace = object.namespace().as_deref(), name = %object.name_any(), changes = lines.len(), "reconciled");
     let mut note = lines.join("; ");
     if note.len() > 1000 {
-        note.truncate(note.floor_char_boundary(1000));
+        let mut end = 1000;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
     }
     state.publish(object, EventType::Normal, reason, note).await;
 }

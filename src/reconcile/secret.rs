@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::api::{ConnInfoSecretTarget, SecretTarget};
+use crate::api::SecretTarget;
 use crate::sql::{ConnectionInfo, Engine};
 
 /// Length of generated passwords (alphanumeric: safe in URIs and shells, ~238 bits).
@@ -74,10 +74,7 @@ impl Target {
         if spec.conn_info_secret_target_disabled == Some(true) {
             return None;
         }
-        let target = spec
-            .conn_info_secret_target
-            .clone()
-            .unwrap_or_else(ConnInfoSecretTarget::default);
+        let target = spec.conn_info_secret_target.clone().unwrap_or_default();
         Some(Target {
             namespace: namespace.to_owned(),
             name: target.name.unwrap_or_else(|| object_name.to_owned()),
