@@ -8,4 +8,5 @@ pub mod api;
 pub mod cli;
 pub mod crds;
 pub mod manifests;
+pub mod reconcile;
 pub mod sql;

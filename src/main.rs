@@ -18,11 +18,17 @@ enum Command {
     Validate(cli::validate::ValidateArgs),
     /// Print the CustomResourceDefinitions.
     Crds(cli::crds::CrdsArgs),
+    /// Apply the database side of manifests to their servers, without a cluster (`--local`).
+    Reconcile(cli::reconcile::ReconcileArgs),
+    /// Run the controllers against a cluster.
+    Controller(cli::controller::ControllerArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Validate(args) => cli::validate::run(&args),
         Command::Crds(args) => cli::crds::run(&args),
+        Command::Reconcile(args) => cli::reconcile::run(&args),
+        Command::Controller(args) => cli::controller::run(&args),
     }
 }

@@ -1,4 +1,6 @@
 //! The `dbward` command line: argument structs per concern, each a few lines of wiring.
 
+pub mod controller;
 pub mod crds;
+pub mod reconcile;
 pub mod validate;

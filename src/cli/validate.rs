@@ -214,7 +214,7 @@ fn check_one(manifest: &Manifest, old: Option<&Value>, snapshot: &Snapshot) -> R
 }
 
 /// What kubectl would show.
-fn write_text(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
+pub fn write_text(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
     let object = format!("{}/{}", report.kind.to_lowercase(), report.name);
     for warning in &report.warnings {
         writeln!(out, "Warning: {object}: {warning}")?;

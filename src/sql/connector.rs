@@ -158,10 +158,10 @@ impl ConnectionInfo {
                 expected: "a TCP port number (1-65535)",
             })?;
         let user = required("user")?;
-        // A password is taken as is: surrounding spaces may be part of it.
+        // A password is taken as is: surrounding spaces may be part of it. The key is
+        // required, but may be empty (a development server's `root` without a password).
         let password = data
             .get("password")
-            .filter(|p| !p.is_empty())
             .cloned()
             .ok_or(ConnectorError::MissingKey { key: "password" })?;
         let sslmode = data
@@ -404,6 +404,8 @@ mod tests {
             ConnectionInfo::from_connector(&s),
             Err(ConnectorError::MissingKey { key: "password" })
         );
+        s.insert("password".into(), String::new());
+        assert_eq!(ConnectionInfo::from_connector(&s).unwrap().password, "");
         s.insert("password".into(), "p".into());
         s.insert("type".into(), "oracle".into());
         let err = ConnectionInfo::from_connector(&s).unwrap_err();

@@ -487,11 +487,16 @@ impl PgServer {
                 }
             }
         }
-        let results: Vec<Result<Vec<RolePrivileges>, Error>> = stream::iter(visit.iter())
-            .map(|(db, roles_here)| self.observe_privileges_in(db, roles_here))
-            .buffer_unordered(MAX_CONNECTIONS)
-            .collect()
-            .await;
+        // Owned items: a closure over borrowed ones makes this future's `Send` unprovable in
+        // generic callers (the controllers spawn it).
+        let results: Vec<Result<Vec<RolePrivileges>, Error>> =
+            stream::iter(visit.clone())
+                .map(|(db, roles_here)| async move {
+                    self.observe_privileges_in(&db, &roles_here).await
+                })
+                .buffer_unordered(MAX_CONNECTIONS)
+                .collect()
+                .await;
         for result in results {
             for (role, db, found) in result? {
                 let set = out.entry(role).or_default().entry(db).or_default();

@@ -1,0 +1,72 @@
+//! `dbward controller`: the DatabaseService, Database, ServiceUser and DatabaseClaim
+//! controllers against a cluster.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::admission;
+
+/// Run the controllers (one replica: there is no leader election yet).
+#[derive(clap::Args, Debug)]
+pub struct ControllerArgs {
+    /// A kubeconfig file (default: in-cluster configuration, else $KUBECONFIG or ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// dbward's namespace (where connector Secrets live).
+    #[arg(long, default_value = admission::DEFAULT_OPERATOR_NAMESPACE)]
+    pub namespace: String,
+    /// Serve /metrics and /healthz on this address (plain HTTP).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+pub fn run(args: &ControllerArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async {
+        let config = match &args.kubeconfig {
+            Some(path) => {
+                let options = kube::config::KubeConfigOptions::default();
+                match kube::config::Kubeconfig::read_from(path) {
+                    Ok(kc) => kube::Config::from_custom_kubeconfig(kc, &options)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            None => kube::Config::infer().await.map_err(|e| e.to_string()),
+        };
+        let client = match config.and_then(|c| kube::Client::try_from(c).map_err(|e| e.to_string()))
+        {
+            Ok(client) => client,
+            Err(e) => {
+                eprintln!("error: cannot configure the Kubernetes client: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        match crate::reconcile::controller::run(client, &args.namespace, args.metrics_listen).await
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}

@@ -1,0 +1,254 @@
+//! `dbward reconcile --local`: the admission rules, plans and SQL of the controllers, without a
+//! cluster. The manifests (connector Secrets inline) name the servers; the credential Secrets
+//! dbward would write are printed, or written to `--out DIR` and read back from there on the
+//! next run, so a re-run changes nothing and keeps every password.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use k8s_openapi::api::core::v1::Secret;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::admission;
+use crate::api::{self, Database, DatabaseClaim, DatabaseService, ServiceUser};
+use crate::cli::validate;
+use crate::manifests::{self, Manifest};
+use crate::reconcile::local::{self, LocalCluster};
+use crate::reconcile::{
+    Applied, Context, Error, database, database_claim, database_service, display_ref, service_user,
+};
+
+/// Apply the database side of manifests to the servers they name, without a cluster.
+///
+/// Exit status: 0 when everything was applied, 1 when an object was denied or failed, 2 when an
+/// input cannot be read.
+#[derive(clap::Args, Debug)]
+pub struct ReconcileArgs {
+    /// Run without a cluster (the only mode this command has).
+    #[arg(long, required = true)]
+    pub local: bool,
+    /// Files or directories (recursively *.yaml, *.yml, *.json); `-` reads standard input.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// Write the Secrets to DIR as `<namespace>.<name>.yaml` (and read the existing ones from
+    /// there first) instead of printing them.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// dbward's namespace (where connector Secrets live).
+    #[arg(long, default_value = admission::DEFAULT_OPERATOR_NAMESPACE)]
+    pub namespace: String,
+}
+
+/// Kinds local mode reconciles, in the order it does (databases before the users granted on
+/// them).
+const ORDER: [&str; 4] = [
+    "DatabaseService",
+    "Database",
+    "DatabaseClaim",
+    "ServiceUser",
+];
+
+pub fn run(args: &ReconcileArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(run_local(args))
+}
+
+async fn run_local(args: &ReconcileArgs) -> ExitCode {
+    let (inputs, read_errors) = manifests::read_paths(&args.files);
+    for error in &read_errors {
+        eprintln!("error: {error}");
+    }
+    if !read_errors.is_empty() {
+        return ExitCode::from(2);
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut failed = false;
+
+    // Admission, exactly as `dbward validate` reports it.
+    let reports = validate::validate(&inputs, &[], None, &args.namespace);
+    let dbward_objects = inputs
+        .iter()
+        .filter(|m| m.api_version().starts_with(&format!("{}/", api::GROUP)));
+    let mut admitted: Vec<(Manifest, Value)> = Vec::new();
+    for (manifest, report) in dbward_objects.zip(&reports) {
+        if !report.allowed {
+            failed = true;
+            if let Err(e) = validate::write_text(&mut out, report) {
+                eprintln!("error: cannot write the output: {e}");
+                return ExitCode::from(2);
+            }
+            continue;
+        }
+        let mut object = manifest.object.clone();
+        if json_patch::patch(&mut object, &report.patch).is_err() {
+            eprintln!(
+                "error: {}: cannot apply the defaults",
+                object_ref(manifest.kind(), manifest.namespace(), manifest.name())
+            );
+            failed = true;
+            continue;
+        }
+        admitted.push((manifest.clone(), object));
+    }
+
+    let mut cluster = LocalCluster::new();
+    for manifest in inputs
+        .iter()
+        .filter(|m| m.api_version() == "v1" && m.kind() == "Secret")
+    {
+        match serde_json::from_value::<Secret>(manifest.object.clone()) {
+            Ok(mut secret) => {
+                if secret.metadata.namespace.is_none() {
+                    secret.metadata.namespace = Some("default".to_owned());
+                }
+                cluster.add_secret(secret);
+            }
+            Err(e) => eprintln!("warning: {}: not a Secret: {e}", manifest.source),
+        }
+    }
+    for (_, object) in admitted
+        .iter()
+        .filter(|(m, _)| m.kind() == "DatabaseService")
+    {
+        if let Ok(service) = serde_json::from_value::<DatabaseService>(object.clone()) {
+            cluster.add_service(service);
+        }
+    }
+    if let Some(dir) = &args.out
+        && let Err(e) = cluster.load_dir(dir)
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let ctx = Context::new(cluster, args.namespace.clone());
+
+    let mut changes = 0usize;
+    for kind in ORDER {
+        for (manifest, object) in admitted.iter().filter(|(m, _)| m.kind() == kind) {
+            let reference = display_ref(kind, Some(manifest.namespace()), manifest.name());
+            match reconcile_one(&ctx, kind, object).await {
+                Ok(applied) => {
+                    for action in &applied.actions {
+                        changes += 1;
+                        let _ = writeln!(out, "{reference}: {action}");
+                    }
+                    for warning in &applied.warnings {
+                        eprintln!("warning: {reference}: {warning}");
+                    }
+                }
+                Err(e) => {
+                    failed = true;
+                    eprintln!("error: {reference}: {e}");
+                }
+            }
+        }
+    }
+    for (manifest, _) in admitted
+        .iter()
+        .filter(|(m, _)| !ORDER.contains(&m.kind()) && m.kind() != "AdmissionPolicy")
+    {
+        let _ = writeln!(
+            out,
+            "{}: skipped (local mode does not reconcile {})",
+            display_ref(manifest.kind(), Some(manifest.namespace()), manifest.name()),
+            manifest.kind()
+        );
+    }
+    if changes == 0 {
+        let _ = writeln!(out, "no changes");
+    }
+
+    let applied = ctx.cluster.applied();
+    let written = match &args.out {
+        Some(dir) => write_secrets(dir, &applied),
+        None => print_secrets(&mut out, &applied),
+    };
+    if let Err(e) = written {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn reconcile_one(
+    ctx: &Context<LocalCluster>,
+    kind: &str,
+    object: &Value,
+) -> Result<Applied, Error> {
+    match kind {
+        "DatabaseService" => {
+            let service: DatabaseService = parse(object)?;
+            database_service::probe(ctx, &service).await?;
+            Ok(Applied::default())
+        }
+        "Database" => database::reconcile(ctx, &parse::<Database>(object)?).await,
+        "DatabaseClaim" => {
+            let claim: DatabaseClaim = parse(object)?;
+            Ok(database_claim::reconcile(ctx, &claim).await?.0)
+        }
+        "ServiceUser" => service_user::reconcile(ctx, &parse::<ServiceUser>(object)?).await,
+        _ => Ok(Applied::default()),
+    }
+}
+
+/// Parses an admitted object, giving a namespaced one the namespace `kubectl` would.
+fn parse<K: DeserializeOwned + kube::Resource>(object: &Value) -> Result<K, Error> {
+    let mut parsed: K = serde_json::from_value(object.clone()).map_err(|e| Error::Invalid {
+        message: format!("cannot read the object: {e}"),
+    })?;
+    if parsed.meta().namespace.is_none() {
+        parsed.meta_mut().namespace = Some("default".to_owned());
+    }
+    Ok(parsed)
+}
+
+fn object_ref(kind: &str, namespace: &str, name: &str) -> String {
+    display_ref(kind, Some(namespace), name)
+}
+
+fn write_secrets(dir: &Path, secrets: &[Secret]) -> Result<(), String> {
+    if secrets.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for secret in secrets {
+        let path = dir.join(local::file_name(secret));
+        let yaml = local::to_yaml(secret).map_err(|e| format!("{}: {e}", path.display()))?;
+        write_private(&path, &yaml).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Writes a file only its owner may read (it holds passwords).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
+}
+
+fn print_secrets(out: &mut impl Write, secrets: &[Secret]) -> Result<(), String> {
+    for secret in secrets {
+        let yaml = local::to_yaml(secret).map_err(|e| e.to_string())?;
+        writeln!(out, "---\n{}", yaml.trim_end()).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

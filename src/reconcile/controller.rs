@@ -1,0 +1,634 @@
+//! The in-cluster controllers (kube-runtime): one per kind, watching the kind and the Secrets it
+//! owns. This layer adds what only a cluster has around the per-kind observe → plan → act:
+//! the finalizer, the `status` (written only when it changes), events, and requeues
+//! (a periodic resync to repair drift; exponential backoff with jitter after a transient
+//! failure; nothing for an invalid object until it changes).
+//!
+//! Leader election is not implemented: run one replica of `dbward controller`.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{Controller, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::api::database_claim::DatabaseClaimStatus;
+use crate::api::{CommonStatus, Database, DatabaseClaim, DatabaseService, ServiceUser};
+
+use super::database_claim::Names;
+use super::kube_cluster::{KubeCluster, kube_error};
+use super::status::{Readiness, now, with_ready};
+use super::{
+    Applied, Context, Error, FIELD_MANAGER, FINALIZER, Retry, database, database_claim,
+    database_service, service_user,
+};
+
+/// How often an object that is fine is looked at again (drift repair).
+pub const RESYNC: Duration = Duration::from_secs(600);
+/// Backoff bounds after a transient failure.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(5);
+/// See [`BACKOFF_MIN`].
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// The retry interval of failures whose fix lies outside the object.
+pub const SLOW_RETRY: Duration = Duration::from_secs(300);
+
+/// Shared state of the controllers.
+pub struct State {
+    /// The reconcilers' context.
+    pub ctx: Context<KubeCluster>,
+    recorder: Option<Recorder>,
+    failures: Mutex<HashMap<String, u32>>,
+    /// Counters for `/metrics`.
+    pub metrics: Metrics,
+}
+
+impl State {
+    /// State over `client`; events are published unless `events` is false (tests).
+    pub fn new(client: Client, operator_namespace: &str, events: bool) -> Self {
+        let recorder = events.then(|| {
+            Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "dbward".to_owned(),
+                    instance: std::env::var("POD_NAME").ok(),
+                },
+            )
+        });
+        State {
+            ctx: Context::new(KubeCluster::new(client), operator_namespace),
+            recorder,
+            failures: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
+        }
+    }
+
+    fn client(&self) -> Client {
+        self.ctx.cluster.client().clone()
+    }
+
+    async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &object.object_ref(&())).await {
+            warn!(error = %e, "cannot publish an event");
+        }
+    }
+
+    /// The delay before retrying `key` after its `n`th consecutive failure, with ±50% jitter.
+    fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+        backoff_delay(*n, jitter())
+    }
+
+    fn succeeded(&self, key: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(key);
+    }
+}
+
+/// Pure: `BACKOFF_MIN · 2^(n-1)`, capped at `BACKOFF_MAX`, scaled by `jitter` (0.5–1.5).
+pub fn backoff_delay(failures: u32, jitter: f64) -> Duration {
+    let exp = BACKOFF_MIN.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    exp.min(BACKOFF_MAX).mul_f64(jitter.clamp(0.5, 1.5))
+}
+
+fn jitter() -> f64 {
+    let mut b = [0u8; 2];
+    if getrandom::fill(&mut b).is_err() {
+        return 1.0;
+    }
+    0.5 + f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
+}
+
+/// Reconcile counters, by kind and outcome.
+#[derive(Default)]
+pub struct Metrics {
+    reconciles: Mutex<HashMap<(&'static str, &'static str), u64>>,
+    sql_writes: AtomicU64,
+}
+
+impl Metrics {
+    fn count(&self, kind: &'static str, outcome: &'static str) {
+        let mut map = self.reconciles.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry((kind, outcome)).or_insert(0) += 1;
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::from(
+            "# HELP dbward_reconcile_total Reconciles by kind and outcome (ok or an error category).\n# TYPE dbward_reconcile_total counter\n",
+        );
+        let map = self.reconciles.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows: Vec<_> = map.iter().collect();
+        rows.sort();
+        for ((kind, outcome), n) in rows {
+            out.push_str(&format!(
+                "dbward_reconcile_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {n}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP dbward_sql_writes_total SQL statements that changed something.\n# TYPE dbward_sql_writes_total counter\ndbward_sql_writes_total {}\n",
+            self.sql_writes.load(Ordering::Relaxed)
+        ));
+        out
+    }
+}
+
+/// A namespaced kind with a finalizer and a `Ready` condition.
+pub trait Reconciled:
+    Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static
+{
+    /// The kind, for logs and metrics.
+    const KIND: &'static str;
+    /// Its status type.
+    type Status: Serialize + PartialEq + Clone + Send + Sync;
+
+    /// The current status.
+    fn current_status(&self) -> Option<&Self::Status>;
+    /// The current conditions.
+    fn conditions(&self) -> Vec<Condition>;
+    /// The status to hold after a reconcile.
+    fn next_status(&self, conditions: Vec<Condition>, names: Option<&Names>) -> Self::Status;
+    /// Observe → plan → act.
+    fn apply(
+        &self,
+        ctx: &Context<KubeCluster>,
+    ) -> impl Future<Output = Result<(Applied, Option<Names>), Error>> + Send;
+    /// The server-side cleanup of a deleted object.
+    fn cleanup(
+        &self,
+        ctx: &Context<KubeCluster>,
+    ) -> impl Future<Output = Result<Applied, Error>> + Send;
+}
+
+impl Reconciled for Database {
+    const KIND: &'static str = "Database";
+    type Status = CommonStatus;
+    fn current_status(&self) -> Option<&CommonStatus> {
+        self.status.as_ref()
+    }
+    fn conditions(&self) -> Vec<Condition> {
+        self.status.clone().unwrap_or_default().conditions
+    }
+    fn next_status(&self, conditions: Vec<Condition>, _: Option<&Names>) -> CommonStatus {
+        CommonStatus {
+            conditions,
+            observed_generation: self.metadata.generation,
+        }
+    }
+    async fn apply(&self, ctx: &Context<KubeCluster>) -> Result<(Applied, Option<Names>), Error> {
+        Ok((database::reconcile(ctx, self).await?, None))
+    }
+    async fn cleanup(&self, ctx: &Context<KubeCluster>) -> Result<Applied, Error> {
+        database::cleanup(ctx, self).await
+    }
+}
+
+impl Reconciled for ServiceUser {
+    const KIND: &'static str = "ServiceUser";
+    type Status = CommonStatus;
+    fn current_status(&self) -> Option<&CommonStatus> {
+        self.status.as_ref()
+    }
+    fn conditions(&self) -> Vec<Condition> {
+        self.status.clone().unwrap_or_default().conditions
+    }
+    fn next_status(&self, conditions: Vec<Condition>, _: Option<&Names>) -> CommonStatus {
+        CommonStatus {
+            conditions,
+            observed_generation: self.metadata.generation,
+        }
+    }
+    async fn apply(&self, ctx: &Context<KubeCluster>) -> Result<(Applied, Option<Names>), Error> {
+        Ok((service_user::reconcile(ctx, self).await?, None))
+    }
+    async fn cleanup(&self, ctx: &Context<KubeCluster>) -> Result<Applied, Error> {
+        service_user::cleanup(ctx, self).await
+    }
+}
+
+impl Reconciled for DatabaseClaim {
+    const KIND: &'static str = "DatabaseClaim";
+    type Status = DatabaseClaimStatus;
+    fn current_status(&self) -> Option<&DatabaseClaimStatus> {
+        self.status.as_ref()
+    }
+    fn conditions(&self) -> Vec<Condition> {
+        self.status.clone().unwrap_or_default().common.conditions
+    }
+    fn next_status(
+        &self,
+        conditions: Vec<Condition>,
+        names: Option<&Names>,
+    ) -> DatabaseClaimStatus {
+        let old = self.status.clone().unwrap_or_default();
+        DatabaseClaimStatus {
+            common: CommonStatus {
+                conditions,
+                observed_generation: self.metadata.generation,
+            },
+            // Once pinned, the names never change.
+            database_name: old
+                .database_name
+                .or_else(|| names.map(|n| n.database.clone())),
+            username: old.username.or_else(|| names.map(|n| n.user.clone())),
+        }
+    }
+    async fn apply(&self, ctx: &Context<KubeCluster>) -> Result<(Applied, Option<Names>), Error> {
+        let (applied, names) = database_claim::reconcile(ctx, self).await?;
+        Ok((applied, Some(names)))
+    }
+    async fn cleanup(&self, ctx: &Context<KubeCluster>) -> Result<Applied, Error> {
+        database_claim::cleanup(ctx, self).await
+    }
+}
+
+fn api_for<K>(client: Client, object: &K) -> Api<K>
+where
+    K: Reconciled + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    Api::namespaced(client, object.namespace().as_deref().unwrap_or("default"))
+}
+
+/// One reconcile of a namespaced kind: finalizer, cleanup or apply, status, events.
+pub async fn reconcile<K>(object: Arc<K>, state: Arc<State>) -> Result<Requeue, Error>
+where
+    K: Reconciled + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    let api = api_for(state.client(), object.as_ref());
+    let key = format!(
+        "{}/{}/{}",
+        K::KIND,
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    );
+    let has_finalizer = object.finalizers().iter().any(|f| f == FINALIZER);
+
+    if object.meta().deletion_timestamp.is_some() {
+        if !has_finalizer {
+            return Ok(Requeue::await_change());
+        }
+        return match object.cleanup(&state.ctx).await {
+            Ok(applied) => {
+                announce(&state, object.as_ref(), &applied, "Deleted").await;
+                set_finalizer(&api, object.as_ref(), false).await?;
+                state.metrics.count(K::KIND, "ok");
+                state.succeeded(&key);
+                Ok(Requeue::await_change())
+            }
+            Err(e) => {
+                fail(&state, &api, object.as_ref(), &e).await;
+                Err(e)
+            }
+        };
+    }
+
+    // Continue with the object as the finalizer patch returned it (its latest version).
+    let object = if has_finalizer {
+        object
+    } else {
+        Arc::new(set_finalizer(&api, object.as_ref(), true).await?)
+    };
+    match object.apply(&state.ctx).await {
+        Ok((applied, names)) => {
+            let message = if applied.warnings.is_empty() {
+                "as desired".to_owned()
+            } else {
+                applied.warnings.join("; ")
+            };
+            let conditions = with_ready(
+                &object.conditions(),
+                &Readiness::ready(message),
+                object.meta().generation,
+                &now(),
+            );
+            let status = object.next_status(conditions, names.as_ref());
+            write_status(&api, object.as_ref(), &status).await?;
+            announce(&state, object.as_ref(), &applied, "Reconciled").await;
+            state.metrics.count(K::KIND, "ok");
+            state.succeeded(&key);
+            Ok(Requeue::requeue(RESYNC))
+        }
+        Err(e) => {
+            fail(&state, &api, object.as_ref(), &e).await;
+            Err(e)
+        }
+    }
+}
+
+/// Records a failure: `Ready=False` with the error's reason, a warning event.
+async fn fail<K: Reconciled>(state: &State, api: &Api<K>, object: &K, error: &Error) {
+    warn!(kind = K::KIND, namespace = object.namespace().as_deref(), name = %object.name_any(), category = error.category(), error = %error, "reconcile failed");
+    state.metrics.count(K::KIND, error.category());
+    let conditions = with_ready(
+        &object.conditions(),
+        &Readiness::failed(error),
+        object.meta().generation,
+        &now(),
+    );
+    let status = object.next_status(conditions, None);
+    if let Err(e) = write_status(api, object, &status).await {
+        warn!(error = %e, "cannot write the status");
+    }
+    state
+        .publish(
+            object,
+            EventType::Warning,
+            error.reason(),
+            error.to_string(),
+        )
+        .await;
+}
+
+/// One Normal event listing what changed (one-line descriptions, no secrets); none when
+/// nothing did.
+async fn announce<K: Reconciled>(state: &State, object: &K, applied: &Applied, reason: &str) {
+    if applied.actions.is_empty() {
+        return;
+    }
+    let lines: Vec<String> = applied.actions.iter().map(ToString::to_string).collect();
+    info!(kind = K::KIND, namespace = object.namespace().as_deref(), name = %object.name_any(), changes = lines.len(), "reconciled");
+    let mut note = lines.join("; ");
+    if note.len() > 1000 {
+        let mut end = 1000;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+    }
+    state.publish(object, EventType::Normal, reason, note).await;
+}
+
+/// Writes `status` unless the object already has it (server-side apply, status subresource).
+async fn write_status<K: Reconciled>(
+    api: &Api<K>,
+    object: &K,
+    status: &K::Status,
+) -> Result<(), Error> {
+    if object.current_status() == Some(status) {
+        return Ok(());
+    }
+    let body = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(kube_error("patch status"))?;
+    Ok(())
+}
+
+/// Adds or removes dbward's finalizer (a merge patch guarded by `resourceVersion`).
+async fn set_finalizer<K: Reconciled>(api: &Api<K>, object: &K, present: bool) -> Result<K, Error> {
+    let mut finalizers: Vec<String> = object
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    if present {
+        finalizers.push(FINALIZER.to_owned());
+    }
+    let patch = json!({
+        "metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": object.resource_version(),
+        }
+    });
+    api.patch(
+        &object.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(kube_error(if present {
+        "add finalizer"
+    } else {
+        "remove finalizer"
+    }))
+}
+
+/// What a failed reconcile leads to.
+pub fn error_policy<K: Reconciled>(object: Arc<K>, error: &Error, state: Arc<State>) -> Requeue {
+    let key = format!(
+        "{}/{}/{}",
+        K::KIND,
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    );
+    match error.retry() {
+        Retry::OnChange => Requeue::await_change(),
+        Retry::Slow => Requeue::requeue(SLOW_RETRY),
+        Retry::Backoff => Requeue::requeue(state.backoff(&key)),
+    }
+}
+
+/// One probe of a DatabaseService: status written when it changed, requeued every
+/// [`database_service::PROBE_INTERVAL`] (sooner, with backoff, while unreachable).
+pub async fn reconcile_service(
+    service: Arc<DatabaseService>,
+    state: Arc<State>,
+) -> Result<Requeue, Error> {
+    let name = service.name_any();
+    if service.meta().deletion_timestamp.is_some() {
+        state.ctx.forget(&name);
+        return Ok(Requeue::await_change());
+    }
+    let probe = database_service::probe(&state.ctx, &service).await;
+    let status = database_service::status_after(
+        service.status.as_ref(),
+        service.metadata.generation,
+        &probe,
+        &now(),
+    );
+    let was_reachable = service.status.as_ref().and_then(|s| s.reachable);
+    if service.status.as_ref() != Some(&status) {
+        let api: Api<DatabaseService> = Api::all(state.client());
+        let body = json!({
+            "apiVersion": DatabaseService::api_version(&()),
+            "kind": "DatabaseService",
+            "status": status,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(kube_error("patch status"))?;
+    }
+    let key = format!("DatabaseService//{name}");
+    match probe {
+        Ok(_) => {
+            if was_reachable == Some(false) {
+                state
+                    .publish(
+                        service.as_ref(),
+                        EventType::Normal,
+                        "Reachable",
+                        "the server is reachable again".to_owned(),
+                    )
+                    .await;
+            }
+            state.metrics.count("DatabaseService", "ok");
+            state.succeeded(&key);
+            Ok(Requeue::requeue(database_service::PROBE_INTERVAL))
+        }
+        Err(e) => {
+            state.metrics.count("DatabaseService", e.category());
+            if was_reachable != Some(false) {
+                state
+                    .publish(
+                        service.as_ref(),
+                        EventType::Warning,
+                        e.reason(),
+                        e.to_string(),
+                    )
+                    .await;
+            }
+            let delay = state.backoff(&key).min(database_service::PROBE_INTERVAL);
+            Ok(Requeue::requeue(delay))
+        }
+    }
+}
+
+/// Runs the four controllers until a signal stops them; serves `/metrics` and `/healthz` on
+/// `metrics_listen` when given.
+pub async fn run(
+    client: Client,
+    operator_namespace: &str,
+    metrics_listen: Option<SocketAddr>,
+) -> std::io::Result<()> {
+    let state = Arc::new(State::new(client.clone(), operator_namespace, true));
+    if let Some(addr) = metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        tokio::spawn(serve_metrics(listener, state.clone()));
+    }
+    let config = watcher::Config::default();
+    let secrets = || Api::<Secret>::all(client.clone());
+
+    let services = Controller::new(Api::<DatabaseService>::all(client.clone()), config.clone())
+        .shutdown_on_signal()
+        .run(
+            reconcile_service,
+            |_, _: &Error, _| Requeue::requeue(SLOW_RETRY),
+            state.clone(),
+        )
+        .for_each(|r| log_result("DatabaseService", r));
+    let databases = Controller::new(Api::<Database>::all(client.clone()), config.clone())
+        .shutdown_on_signal()
+        .run(
+            reconcile::<Database>,
+            error_policy::<Database>,
+            state.clone(),
+        )
+        .for_each(|r| log_result("Database", r));
+    let users = Controller::new(Api::<ServiceUser>::all(client.clone()), config.clone())
+        .owns(secrets(), config.clone())
+        .shutdown_on_signal()
+        .run(
+            reconcile::<ServiceUser>,
+            error_policy::<ServiceUser>,
+            state.clone(),
+        )
+        .for_each(|r| log_result("ServiceUser", r));
+    let claims = Controller::new(Api::<DatabaseClaim>::all(client.clone()), config.clone())
+        .owns(secrets(), config)
+        .shutdown_on_signal()
+        .run(
+            reconcile::<DatabaseClaim>,
+            error_policy::<DatabaseClaim>,
+            state.clone(),
+        )
+        .for_each(|r| log_result("DatabaseClaim", r));
+    info!("controllers started (no leader election: run a single replica)");
+    tokio::join!(services, databases, users, claims);
+    Ok(())
+}
+
+async fn log_result<T, E: std::fmt::Display>(kind: &'static str, result: Result<T, E>) {
+    if let Err(e) = result {
+        warn!(kind, error = %e, "controller");
+    }
+}
+
+/// A minimal plain-HTTP admin endpoint: `/metrics` (Prometheus text) and `/healthz`.
+async fn serve_metrics(listener: tokio::net::TcpListener, state: Arc<State>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let n = stream.read(&mut buf).await.unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            state
+                .metrics
+                .sql_writes
+                .store(state.ctx.sql_writes(), Ordering::Relaxed);
+            let (code, body) = match path {
+                "/metrics" => ("200 OK", state.metrics.render()),
+                "/healthz" | "/readyz" => ("200 OK", "ok\n".to_owned()),
+                _ => ("404 Not Found", "not found\n".to_owned()),
+            };
+            let response = format!(
+                "HTTP/1.1 {code}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        assert_eq!(backoff_delay(1, 1.0), BACKOFF_MIN);
+        assert_eq!(backoff_delay(2, 1.0), BACKOFF_MIN * 2);
+        assert_eq!(backoff_delay(30, 1.0), BACKOFF_MAX);
+        assert_eq!(backoff_delay(1, 0.5), BACKOFF_MIN / 2);
+        assert!(jitter() >= 0.5 && jitter() <= 1.5);
+    }
+}

@@ -1,0 +1,296 @@
+//! Reconcilers for the shared-server kinds: `DatabaseService`, `Database`, `ServiceUser` and
+//! `DatabaseClaim`.
+//!
+//! Each kind follows observe → plan → act: `observe` reads the server (through [`crate::sql`])
+//! and the Kubernetes side (through a [`Cluster`]), the pure `plan` compares desired and
+//! observed state and returns [`Action`]s, and [`act`] executes them. A plan of an unchanged
+//! object is empty, so a second reconcile writes nothing anywhere.
+//!
+//! The same per-kind functions serve the in-cluster controllers ([`controller`], over
+//! [`kube_cluster::KubeCluster`]) and `dbward reconcile --local` ([`local::LocalCluster`]).
+//! What only a cluster has — finalizers, status, events, requeues — lives in [`controller`].
+
+pub mod context;
+pub mod controller;
+pub mod database;
+pub mod database_claim;
+pub mod database_service;
+pub mod kube_cluster;
+pub mod local;
+pub mod secret;
+pub mod service_user;
+pub mod status;
+
+use std::fmt;
+use std::future::Future;
+
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::api::DatabaseService;
+use crate::sql::{self, ConnectorError, Server, SqlAction};
+
+pub use context::Context;
+
+/// The finalizer that makes deletion wait for the server-side cleanup.
+pub const FINALIZER: &str = "dbward.dev/finalizer";
+/// The field manager of every server-side apply dbward makes.
+pub const FIELD_MANAGER: &str = "dbward";
+
+/// A failed reconcile step.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object names a DatabaseService that does not exist (yet).
+    #[error("DatabaseService {name:?} not found")]
+    ServiceNotFound {
+        /// Its name.
+        name: String,
+    },
+    /// The DatabaseService's connector Secret does not exist (yet).
+    #[error("connector Secret {namespace}/{name} not found")]
+    ConnectorSecretNotFound {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// The connector Secret lacks the `dbward.dev/connector-type: shared-database` label.
+    #[error(
+        "Secret {namespace}/{name} is not a connector: it lacks the label dbward.dev/connector-type=shared-database"
+    )]
+    ConnectorSecretUnlabelled {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// The connector Secret's values cannot be used.
+    #[error("connector Secret {namespace}/{name}: {source}")]
+    Connector {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// What is wrong.
+        source: ConnectorError,
+    },
+    /// The DatabaseService's `engine` and its connector's `type` disagree.
+    #[error("DatabaseService {service:?} is {engine} but its connector Secret says {connector}")]
+    EngineMismatch {
+        /// Service.
+        service: String,
+        /// `spec.engine`.
+        engine: sql::Engine,
+        /// The connector's `type`.
+        connector: sql::Engine,
+    },
+    /// `passwordSecretRef` names a Secret or key that does not exist (yet).
+    #[error("password Secret {namespace}/{name} has no key {key:?}")]
+    PasswordSecretMissing {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// Key.
+        key: String,
+    },
+    /// The object cannot be reconciled as it is (admission would have refused it); it waits for
+    /// a change.
+    #[error("{message}")]
+    Invalid {
+        /// What is wrong.
+        message: String,
+    },
+    /// A SQL operation failed.
+    #[error(transparent)]
+    Sql(#[from] sql::Error),
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API {verb} failed: {source}")]
+    Kube {
+        /// What was being done (`apply Secret`, `patch status`, …).
+        verb: &'static str,
+        /// Cause.
+        source: Box<kube::Error>,
+    },
+    /// Local mode could not read or write a Secret file.
+    #[error("{path}: {message}")]
+    LocalFile {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl Error {
+    /// A short, bounded label for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::ServiceNotFound { .. } => "service_not_found",
+            Error::ConnectorSecretNotFound { .. } => "connector_secret_not_found",
+            Error::ConnectorSecretUnlabelled { .. } => "connector_secret_unlabelled",
+            Error::Connector { source, .. } => source.category(),
+            Error::EngineMismatch { .. } => "engine_mismatch",
+            Error::PasswordSecretMissing { .. } => "password_secret_missing",
+            Error::Invalid { .. } => "invalid",
+            Error::Sql(e) => e.category(),
+            Error::Kube { .. } => "kube_api",
+            Error::LocalFile { .. } => "local_file",
+        }
+    }
+
+    /// The `reason` of the `Ready=False` condition and of the warning event.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::ServiceNotFound { .. } => "ServiceNotFound",
+            Error::ConnectorSecretNotFound { .. }
+            | Error::ConnectorSecretUnlabelled { .. }
+            | Error::Connector { .. }
+            | Error::EngineMismatch { .. } => "ConnectorInvalid",
+            Error::PasswordSecretMissing { .. } => "PasswordSecretMissing",
+            Error::Invalid { .. } => "Invalid",
+            Error::Sql(sql::Error::Unreachable { .. }) => "ServiceUnreachable",
+            Error::Sql(sql::Error::ConnectRejected { .. }) => "ServiceRejectedConnection",
+            Error::Sql(sql::Error::DatabaseInUse { .. }) => "DatabaseInUse",
+            Error::Sql(sql::Error::InvalidName(_)) => "InvalidName",
+            Error::Sql(_) => "SqlFailed",
+            Error::Kube { .. } => "KubernetesApiFailed",
+            Error::LocalFile { .. } => "LocalFileFailed",
+        }
+    }
+
+    /// How the controller retries.
+    pub fn retry(&self) -> Retry {
+        match self {
+            Error::Invalid { .. } | Error::Sql(sql::Error::InvalidName(_)) => Retry::OnChange,
+            Error::Sql(e) if e.is_transient() => Retry::Backoff,
+            Error::Kube { .. }
+            | Error::ServiceNotFound { .. }
+            | Error::ConnectorSecretNotFound { .. }
+            | Error::PasswordSecretMissing { .. } => Retry::Backoff,
+            // A fix lies elsewhere (the connector, the server's configuration): look again
+            // now and then rather than hammering.
+            _ => Retry::Slow,
+        }
+    }
+}
+
+/// How a failed reconcile is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Exponential backoff with jitter: the cause is expected to go away.
+    Backoff,
+    /// Every few minutes: something outside the object must change.
+    Slow,
+    /// Not at all: the object itself must change.
+    OnChange,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// A SQL change on the object's server.
+    Sql(SqlAction),
+    /// Create or update a Secret (server-side apply, field manager `dbward`).
+    ApplySecret(Box<Secret>),
+    /// Delete a Secret (not found is success).
+    DeleteSecret {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+}
+
+impl fmt::Display for Action {
+    /// One line, without secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Sql(sql) => write!(f, "{sql}"),
+            Action::ApplySecret(secret) => write!(
+                f,
+                "apply Secret {}/{}",
+                secret.metadata.namespace.as_deref().unwrap_or_default(),
+                secret.metadata.name.as_deref().unwrap_or_default()
+            ),
+            Action::DeleteSecret { namespace, name } => {
+                write!(f, "delete Secret {namespace}/{name}")
+            }
+        }
+    }
+}
+
+/// What a reconcile did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Applied {
+    /// The actions executed, in order (empty when everything already was as desired).
+    pub actions: Vec<Action>,
+    /// Differences dbward cannot repair (a collation changed by hand), for the status message.
+    pub warnings: Vec<String>,
+}
+
+/// The Kubernetes side a reconciler reads and writes: the in-cluster API
+/// ([`kube_cluster::KubeCluster`]) or local files ([`local::LocalCluster`]).
+pub trait Cluster: Send + Sync {
+    /// A Secret; `None` when it does not exist.
+    fn get_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Secret>, Error>> + Send;
+
+    /// Server-side applies a Secret (field manager [`FIELD_MANAGER`]).
+    fn apply_secret(&self, secret: &Secret) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Deletes a Secret; not found is success.
+    fn delete_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// A DatabaseService; `None` when it does not exist.
+    fn get_service(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<DatabaseService>, Error>> + Send;
+}
+
+/// Executes a plan: the SQL actions in order on `server`, then the Kubernetes ones.
+pub async fn act(server: &Server, cluster: &impl Cluster, actions: &[Action]) -> Result<(), Error> {
+    let sql: Vec<SqlAction> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Sql(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    if !sql.is_empty() {
+        server.apply(&sql).await?;
+    }
+    for action in actions {
+        match action {
+            Action::Sql(_) => {}
+            Action::ApplySecret(secret) => cluster.apply_secret(secret).await?,
+            Action::DeleteSecret { namespace, name } => {
+                cluster.delete_secret(namespace, name).await?
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `spec.serviceName`'s engine in the SQL engine's terms.
+pub(crate) fn sql_engine(engine: crate::api::Engine) -> sql::Engine {
+    match engine {
+        crate::api::Engine::Postgres => sql::Engine::Postgres,
+        crate::api::Engine::Mysql => sql::Engine::Mysql,
+    }
+}
+
+/// The object reference used in logs and local-mode output: `serviceuser team-a/app`.
+pub fn display_ref(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) if !ns.is_empty() => format!("{} {ns}/{name}", kind.to_lowercase()),
+        _ => format!("{} {name}", kind.to_lowercase()),
+    }
+}
