@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    print!("{}", dbward::crds::all_yaml());
+}

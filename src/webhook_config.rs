@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
 };
 
-use crate::webhook::engine::{GROUP, KINDS, VERSION};
+use crate::api::{GROUP, KINDS, VERSION};
 
 /// Path of the validating endpoint on the webhook server.
 pub const VALIDATE_PATH: &str = "/validate";

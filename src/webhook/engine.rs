@@ -1,67 +1,11 @@
 //! The one place the webhook touches the rule engine and the API constants.
 //!
-//! TEMPORARY: until `dbward::admission` and `dbward::api` land on main, this holds stand-ins
+//! TEMPORARY: until `dbward::admission` lands on main, this holds stand-ins
 //! with the agreed signatures; it becomes plain re-exports afterwards.
 
 use std::fmt;
 
-pub const GROUP: &str = "dbward.dev";
-pub const VERSION: &str = "v1alpha1";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KindInfo {
-    pub kind: &'static str,
-    pub plural: &'static str,
-    pub namespaced: bool,
-}
-
-pub const KINDS: &[KindInfo] = &[
-    KindInfo {
-        kind: "DatabaseService",
-        plural: "databaseservices",
-        namespaced: false,
-    },
-    KindInfo {
-        kind: "Database",
-        plural: "databases",
-        namespaced: true,
-    },
-    KindInfo {
-        kind: "ServiceUser",
-        plural: "serviceusers",
-        namespaced: true,
-    },
-    KindInfo {
-        kind: "ConnectionPool",
-        plural: "connectionpools",
-        namespaced: true,
-    },
-    KindInfo {
-        kind: "DatabaseClaim",
-        plural: "databaseclaims",
-        namespaced: true,
-    },
-    KindInfo {
-        kind: "PostgresCluster",
-        plural: "postgresclusters",
-        namespaced: true,
-    },
-    KindInfo {
-        kind: "DatabaseQueryResource",
-        plural: "databasequeryresources",
-        namespaced: true,
-    },
-    KindInfo {
-        kind: "DatabaseOpsRequest",
-        plural: "databaseopsrequests",
-        namespaced: true,
-    },
-    KindInfo {
-        kind: "AdmissionPolicy",
-        plural: "admissionpolicies",
-        namespaced: false,
-    },
-];
+pub use crate::api::{GROUP, KINDS};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Operation {

@@ -1,0 +1,111 @@
+//! `ServiceUser`: a role (PostgreSQL) or user (MySQL) on a DatabaseService.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{CommonStatus, RoleFlag, SecretKeyRef, ServiceBinding};
+
+/// Default key prefix of the credentials Secret.
+pub const SECRET_PREFIX: &str = "SERVICEUSER_";
+/// Keys of the credentials Secret, after the prefix.
+pub const SECRET_KEYS: [&str; 7] = [
+    "HOST",
+    "PORT",
+    "USERNAME",
+    "PASSWORD",
+    "DATABASE_URI",
+    "SSLMODE",
+    "CA_CERT",
+];
+
+/// A role (PostgreSQL) or user (MySQL) on a DatabaseService, with its flags, memberships,
+/// privileges, and a Secret with its credentials.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "dbward.dev",
+    version = "v1alpha1",
+    kind = "ServiceUser",
+    namespaced,
+    shortname = "dbuser",
+    category = "dbward",
+    status = "CommonStatus",
+    doc = "A role (PostgreSQL) or user (MySQL) on a DatabaseService, and a Secret with its credentials.",
+    printcolumn(
+        name = "Service Name",
+        type_ = "string",
+        json_path = ".spec.serviceName"
+    ),
+    printcolumn(name = "Project", type_ = "string", json_path = ".spec.project"),
+    printcolumn(name = "Username", type_ = "string", json_path = ".spec.username"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceUserSpec {
+    #[serde(flatten)]
+    pub binding: ServiceBinding,
+
+    /// Name of the role on the server. Defaults to `metadata.name`. At most 63 characters on
+    /// PostgreSQL and 32 on MySQL. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63), regex(pattern = r"^[a-zA-Z_][a-zA-Z0-9_-]*$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("field is immutable"))]
+    pub username: Option<String>,
+
+    /// Role flags: `superuser inherit login nologin createrole createdb replication bypassrls`.
+    /// `login` unless `nologin` is given. `superuser` only where the AdmissionPolicy allows it;
+    /// `inherit`, `replication` and `bypassrls` only on PostgreSQL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<RoleFlag>,
+
+    /// Roles this role is a member of.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_roles: Vec<String>,
+
+    /// Per-role settings (`ALTER ROLE … SET name = value`, PostgreSQL only).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, String>,
+
+    /// Privileges on databases of the same service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub privileges: Vec<Privilege>,
+
+    /// Use this password instead of a generated one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+}
+
+/// A privilege on one database.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Privilege {
+    /// Name of the database on the server.
+    #[schemars(length(min = 1, max = 63))]
+    pub database: String,
+    /// `readOnly`, `readWrite` or `owner`.
+    pub level: PrivilegeLevel,
+}
+
+/// How much a role may do in a database.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum PrivilegeLevel {
+    /// Read every table.
+    ReadOnly,
+    /// Read and write every table.
+    ReadWrite,
+    /// Everything, including DDL.
+    Owner,
+}
