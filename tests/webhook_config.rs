@@ -41,8 +41,18 @@ fn configurations_cover_every_kind_but_never_status() {
     assert_eq!(docs.len(), 2);
     let plurals: Vec<&str> = KINDS.iter().map(|k| k.plural).collect();
     for (doc, kind, operations, path) in [
-        (&docs[0], "ValidatingWebhookConfiguration", vec!["CREATE", "UPDATE", "DELETE"], "/validate"),
-        (&docs[1], "MutatingWebhookConfiguration", vec!["CREATE", "UPDATE"], "/mutate"),
+        (
+            &docs[0],
+            "ValidatingWebhookConfiguration",
+            vec!["CREATE", "UPDATE", "DELETE"],
+            "/validate",
+        ),
+        (
+            &docs[1],
+            "MutatingWebhookConfiguration",
+            vec!["CREATE", "UPDATE"],
+            "/mutate",
+        ),
     ] {
         assert_eq!(doc["apiVersion"], "admissionregistration.k8s.io/v1");
         assert_eq!(doc["kind"], kind);
@@ -50,12 +60,18 @@ fn configurations_cover_every_kind_but_never_status() {
         assert_eq!(webhooks.len(), 1);
         let webhook = &webhooks[0];
         assert_eq!(webhook["sideEffects"], "None");
-        assert_eq!(webhook["admissionReviewVersions"], serde_json::json!(["v1"]));
+        assert_eq!(
+            webhook["admissionReviewVersions"],
+            serde_json::json!(["v1"])
+        );
         assert_eq!(webhook["matchPolicy"], "Equivalent");
         assert_eq!(webhook["failurePolicy"], "Fail");
         assert_eq!(webhook["timeoutSeconds"], 10);
         assert_eq!(webhook["clientConfig"]["service"]["name"], "dbward-webhook");
-        assert_eq!(webhook["clientConfig"]["service"]["namespace"], "dbward-system");
+        assert_eq!(
+            webhook["clientConfig"]["service"]["namespace"],
+            "dbward-system"
+        );
         assert_eq!(webhook["clientConfig"]["service"]["path"], path);
         let rule = &webhook["rules"][0];
         assert_eq!(rule["apiGroups"], serde_json::json!(["dbward.dev"]));
@@ -71,7 +87,10 @@ fn configurations_cover_every_kind_but_never_status() {
         let skipped = &webhook["namespaceSelector"]["matchExpressions"][0];
         assert_eq!(skipped["key"], "kubernetes.io/metadata.name");
         assert_eq!(skipped["operator"], "NotIn");
-        assert_eq!(skipped["values"], serde_json::json!(["kube-system", "dbward-system"]));
+        assert_eq!(
+            skipped["values"],
+            serde_json::json!(["kube-system", "dbward-system"])
+        );
     }
     assert_eq!(docs[1]["webhooks"][0]["reinvocationPolicy"], "IfNeeded");
     assert!(docs[0]["webhooks"][0].get("reinvocationPolicy").is_none());
@@ -95,7 +114,10 @@ fn url_ca_bundle_and_policy_options() {
         .decode(config["caBundle"].as_str().unwrap())
         .unwrap();
     assert_eq!(decoded, pem);
-    assert_eq!(docs[1]["webhooks"][0]["clientConfig"]["url"], "https://127.0.0.1:8443/mutate");
+    assert_eq!(
+        docs[1]["webhooks"][0]["clientConfig"]["url"],
+        "https://127.0.0.1:8443/mutate"
+    );
     assert_eq!(docs[1]["webhooks"][0]["failurePolicy"], "Ignore");
     assert_eq!(docs[1]["webhooks"][0]["timeoutSeconds"], 5);
 

@@ -103,7 +103,7 @@ mod tests {
              apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: b}}\n",
         )
         .unwrap();
-        let objects = read_manifests(&[path.clone()]).unwrap();
+        let objects = read_manifests(std::slice::from_ref(&path)).unwrap();
         let names: Vec<_> = objects
             .iter()
             .map(|o| o["metadata"]["name"].as_str().unwrap())
