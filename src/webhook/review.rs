@@ -6,7 +6,10 @@
 use std::borrow::Cow;
 
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::engine::{self, GROUP, Operation, Request, Snapshot, Verdict};
 use super::metrics::{Endpoint, Outcome};
@@ -55,9 +58,9 @@ pub struct AdmissionRequest<'a> {
     pub namespace: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub operation: Cow<'a, str>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "engine_object")]
     pub object: Option<serde_json::Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "engine_object")]
     pub old_object: Option<serde_json::Value>,
     #[serde(default)]
     pub dry_run: Option<bool>,
@@ -71,6 +74,87 @@ pub struct GroupVersionKind<'a> {
     pub version: Cow<'a, str>,
     #[serde(borrow)]
     pub kind: Cow<'a, str>,
+}
+
+/// Reads an object as the engine needs it: all of it except `metadata.managedFields`, the API
+/// server's field-ownership bookkeeping, which no rule reads and which is often the largest
+/// part of an object. Skipping it saves building a tree of maps for every review.
+fn engine_object<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    deserializer.deserialize_option(OptionalObject)
+}
+
+struct OptionalObject;
+
+impl<'de> Visitor<'de> for OptionalObject {
+    type Value = Option<serde_json::Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Kubernetes object or null")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer
+            .deserialize_map(ObjectMap { metadata: false })
+            .map(Some)
+    }
+}
+
+/// A JSON object; at the top level its `metadata` is read without `managedFields`.
+struct ObjectMap {
+    metadata: bool,
+}
+
+impl<'de> Visitor<'de> for ObjectMap {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.metadata {
+            "object metadata"
+        } else {
+            "a Kubernetes object"
+        })
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if self.metadata && key == "managedFields" {
+                map.next_value::<de::IgnoredAny>()?;
+                continue;
+            }
+            let value = if !self.metadata && key == "metadata" {
+                map.next_value_seed(MetadataSeed)?
+            } else {
+                map.next_value()?
+            };
+            out.insert(key.into_owned(), value);
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+}
+
+struct MetadataSeed;
+
+impl<'de> DeserializeSeed<'de> for MetadataSeed {
+    type Value = serde_json::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(ObjectMap { metadata: true })
+    }
 }
 
 /// Just enough to find the uid of a review whose request is otherwise malformed.
@@ -453,6 +537,35 @@ mod tests {
         let out: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(out["response"]["allowed"], false);
         assert_eq!(answered.outcome, Outcome::BadRequest);
+    }
+
+    #[test]
+    fn objects_reach_the_engine_without_managed_fields() {
+        let object = json!({
+            "apiVersion": "dbward.dev/v1alpha1", "kind": "Database",
+            "metadata": {"name": "orders", "managedFields": [{"manager": "kubectl"}], "labels": {"a": "b"}},
+            "spec": {"project": "acme", "nested": {"managedFields": 1}}
+        });
+        let body = review(json!({
+            "uid": "u-5", "kind": {"group": "dbward.dev", "version": "v1alpha1", "kind": "Database"},
+            "operation": "UPDATE", "object": object, "oldObject": null
+        }));
+        let request = parse(&body).unwrap();
+        let mut expected = object.clone();
+        expected["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("managedFields");
+        assert_eq!(request.object, Some(expected));
+        assert_eq!(request.old_object, None);
+
+        let not_an_object = review(json!({
+            "uid": "u-6", "kind": {"group": "dbward.dev", "version": "v1alpha1", "kind": "Database"},
+            "operation": "CREATE", "object": [1]
+        }));
+        let rejected = parse(&not_an_object).unwrap_err();
+        assert!(matches!(rejected.error, ReviewError::MalformedRequest(_)));
+        assert!(rejected.review.is_some(), "the uid is readable");
     }
 
     #[test]
