@@ -18,7 +18,7 @@ pub const SQL_NAME_PATTERN: &str = "^[a-zA-Z_][a-zA-Z0-9_-]*$";
 pub const MAX_REF_LENGTH: u64 = 63;
 
 /// The fields every service-scoped kind (Database, ServiceUser, ConnectionPool, DatabaseClaim)
-/// carries to say which DatabaseService it lives on and where its connection Secret goes.
+/// carries to say which DatabaseService it lives on.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceBinding {
@@ -37,7 +37,13 @@ pub struct ServiceBinding {
     /// in this object's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_secret_ref: Option<SecretKeyRef>,
+}
 
+/// The fields of kinds that write a connection Secret (ServiceUser, ConnectionPool,
+/// DatabaseClaim).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTarget {
     /// Where the Secret with the connection information is written. Defaults to a Secret named
     /// after this object, with keys prefixed by the kind in capitals and `_`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,7 +4,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{CommonStatus, ServiceBinding};
+use super::{CommonStatus, SecretTarget, ServiceBinding};
 
 /// Default key prefix of the connection Secret.
 pub const SECRET_PREFIX: &str = "CONNECTIONPOOL_";
@@ -50,6 +50,9 @@ pub const DEFAULT_POOL_SIZE: i32 = 10;
 pub struct ConnectionPoolSpec {
     #[serde(flatten)]
     pub binding: ServiceBinding,
+
+    #[serde(flatten)]
+    pub secret: SecretTarget,
 
     /// Name of the database the pool connects to.
     #[schemars(length(max = 40))]

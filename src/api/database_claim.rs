@@ -3,7 +3,7 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{CommonStatus, DeletionPolicy, ServiceBinding};
+use super::{CommonStatus, DeletionPolicy, SecretTarget, ServiceBinding};
 
 /// Default key prefix of the connection Secret.
 pub const SECRET_PREFIX: &str = "DATABASECLAIM_";
@@ -56,6 +56,9 @@ pub const SECRET_KEYS: [&str; 7] = [
 pub struct DatabaseClaimSpec {
     #[serde(flatten)]
     pub binding: ServiceBinding,
+
+    #[serde(flatten)]
+    pub secret: SecretTarget,
 
     /// `Retain` (default) keeps the database when this object is deleted (its user is always
     /// dropped); `Delete` drops it too.

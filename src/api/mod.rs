@@ -3,7 +3,7 @@
 //!
 //! Nothing here talks to a cluster or a database.
 
-mod common;
+pub mod common;
 
 pub mod admission_policy;
 pub mod connection_pool;

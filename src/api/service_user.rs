@@ -6,7 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{CommonStatus, RoleFlag, SecretKeyRef, ServiceBinding};
+use super::{CommonStatus, RoleFlag, SecretKeyRef, SecretTarget, ServiceBinding};
 
 /// Default key prefix of the credentials Secret.
 pub const SECRET_PREFIX: &str = "SERVICEUSER_";
@@ -55,6 +55,9 @@ pub const SECRET_KEYS: [&str; 7] = [
 pub struct ServiceUserSpec {
     #[serde(flatten)]
     pub binding: ServiceBinding,
+
+    #[serde(flatten)]
+    pub secret: SecretTarget,
 
     /// Name of the role on the server. Defaults to `metadata.name`. At most 63 characters on
     /// PostgreSQL and 32 on MySQL. Immutable.

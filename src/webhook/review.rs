@@ -224,16 +224,6 @@ fn rejected_with_uid(body: &[u8], error: ReviewError) -> Rejected {
     Rejected { error, review }
 }
 
-fn operation(value: &str) -> Option<Operation> {
-    Some(match value {
-        "CREATE" => Operation::Create,
-        "UPDATE" => Operation::Update,
-        "DELETE" => Operation::Delete,
-        "CONNECT" => Operation::Connect,
-        _ => return None,
-    })
-}
-
 /// The object's name: the request's, or the object's own (empty under `generateName`).
 fn name<'r>(request: &'r AdmissionRequest<'_>) -> &'r str {
     if let Some(name) = request.name.as_deref().filter(|n| !n.is_empty()) {
@@ -267,7 +257,7 @@ pub fn answer(
     request: &AdmissionRequest<'_>,
     snapshot: &Snapshot,
 ) -> (Vec<u8>, Answered) {
-    let Some(operation) = operation(&request.operation) else {
+    let Some(operation) = Operation::parse(&request.operation) else {
         let error = ReviewError::UnknownOperation(request.operation.to_string());
         let answered = Answered {
             outcome: Outcome::BadRequest,
