@@ -313,7 +313,7 @@ fn main() {
     )
     .expect("fixture snapshot");
     let state = AppState::with_snapshot(snapshot);
-    handler_cost(&state.snapshot);
+    let shared_snapshot = state.snapshot.clone();
     let app = webhook::router(state).route("/baseline", post(baseline));
     let files = webhook::TlsFiles {
         cert: dir.path().join("tls.crt"),
@@ -343,12 +343,17 @@ fn main() {
     let client = Client::trusting(&bundle.ca_cert_pem, addr);
     let requests = Arc::new(workload());
 
+    let protocol = client_runtime
+        .block_on(client.connect())
+        .expect("connecting")
+        .protocol;
     println!(
-        "dbward webhook benchmark: {} reviews in the mix (/validate and /mutate), {} cores, TLS {}",
+        "dbward webhook benchmark: {} reviews in the mix (/validate and /mutate), {} cores, {:?} (rustls, ring)",
         requests.len(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        "1.3 (rustls, ring)",
+        protocol,
     );
+    handler_cost(&shared_snapshot);
     println!(
         "\nclosed loop, {:?} per run after {:?} warm-up; latency as the client sees it",
         args.duration, args.warmup

@@ -79,6 +79,7 @@ impl Client {
             .and_then(|c| c.first())
             .map(|c| c.clone().into_owned())
             .ok_or("no peer certificate")?;
+        let protocol = tls.get_ref().1.protocol_version();
         let (sender, connection) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
         let task = tokio::spawn(async move {
@@ -87,6 +88,7 @@ impl Client {
         Ok(Connection {
             sender,
             peer_certificate,
+            protocol,
             task,
         })
     }
@@ -95,6 +97,7 @@ impl Client {
 pub struct Connection {
     sender: SendRequest<Full<Bytes>>,
     pub peer_certificate: CertificateDer<'static>,
+    pub protocol: Option<rustls::ProtocolVersion>,
     task: tokio::task::JoinHandle<()>,
 }
 
