@@ -4,6 +4,7 @@
 //! admin port. The decision itself is the rule engine's (`engine`), a pure function.
 
 pub(crate) mod engine;
+pub mod live;
 pub mod metrics;
 pub mod review;
 pub mod server;
@@ -140,10 +141,8 @@ pub enum WebhookError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error(
-        "a live snapshot needs a cluster; run with --no-kube (and --policy/--context) without one"
-    )]
-    NoCluster,
+    #[error("connecting to the cluster (use --no-kube to run without one): {0}")]
+    Cluster(#[from] live::LiveError),
     #[error("waiting for the shutdown signal: {0}")]
     Signal(std::io::Error),
 }
@@ -376,11 +375,31 @@ pub async fn start(args: &WebhookArgs) -> Result<RunningWebhook, WebhookError> {
     let tls_config = tls::server_config(store.clone())?;
     let reloader = tls::Reloader::new(files, store.clone())?;
 
-    if !args.no_kube {
-        return Err(WebhookError::NoCluster);
-    }
-    let snapshot = snapshot::offline(args.policy.as_deref(), &args.context, &args.namespace)?;
-    let mut state = AppState::with_snapshot(snapshot);
+    let mut background = Vec::new();
+    let mut state = if args.no_kube {
+        let snapshot = snapshot::offline(args.policy.as_deref(), &args.context, &args.namespace)?;
+        AppState::with_snapshot(snapshot)
+    } else {
+        // kube's client picks its TLS provider from the process default.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = live::client(args.kubeconfig.as_deref()).await?;
+        // Until the caches sync, a missing reference is only a warning; /readyz says not ready,
+        // so the API server should not be calling yet anyway.
+        let state = AppState::with_snapshot(engine::Snapshot::from_objects(
+            [],
+            &args.namespace,
+            false,
+        ));
+        state.ready.store(false, Ordering::Relaxed);
+        background.extend(live::start(
+            client,
+            &args.namespace,
+            state.snapshot.clone(),
+            state.ready.clone(),
+            state.metrics.clone(),
+        ));
+        state
+    };
     state.body_timeout = args.body_timeout;
     state.metrics.set_cert_not_after(store.not_after());
 
@@ -421,7 +440,7 @@ pub async fn start(args: &WebhookArgs) -> Result<RunningWebhook, WebhookError> {
         stopped,
     ));
     let metrics = state.metrics.clone();
-    let reload = tokio::spawn(reloader.run(args.tls_reload_interval, move |outcome| match outcome {
+    background.push(tokio::spawn(reloader.run(args.tls_reload_interval, move |outcome| match outcome {
         tls::Reload::Reloaded { not_after } => {
             metrics.cert_reloaded(true);
             metrics.set_cert_not_after(*not_after);
@@ -432,7 +451,7 @@ pub async fn start(args: &WebhookArgs) -> Result<RunningWebhook, WebhookError> {
             tracing::warn!(%error, "serving certificate changed but could not be loaded; keeping the old one");
         }
         tls::Reload::Unchanged => {}
-    }));
+    })));
     tracing::info!(%addr, %metrics_addr, "dbward webhook serving");
     Ok(RunningWebhook {
         addr,
@@ -440,7 +459,7 @@ pub async fn start(args: &WebhookArgs) -> Result<RunningWebhook, WebhookError> {
         state,
         stop,
         servers: vec![tls_server, admin_server],
-        background: vec![reload],
+        background,
     })
 }
 
