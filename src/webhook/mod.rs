@@ -385,11 +385,8 @@ pub async fn start(args: &WebhookArgs) -> Result<RunningWebhook, WebhookError> {
         let client = live::client(args.kubeconfig.as_deref()).await?;
         // Until the caches sync, a missing reference is only a warning; /readyz says not ready,
         // so the API server should not be calling yet anyway.
-        let state = AppState::with_snapshot(engine::Snapshot::from_objects(
-            [],
-            &args.namespace,
-            false,
-        ));
+        let state =
+            AppState::with_snapshot(engine::Snapshot::from_objects([], &args.namespace, false));
         state.ready.store(false, Ordering::Relaxed);
         background.extend(live::start(
             client,
@@ -466,6 +463,7 @@ pub async fn start(args: &WebhookArgs) -> Result<RunningWebhook, WebhookError> {
 /// `dbward webhook`: serve until SIGTERM or Ctrl-C.
 pub async fn run_webhook(args: WebhookArgs) -> Result<(), WebhookError> {
     let _ = tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
