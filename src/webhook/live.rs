@@ -12,9 +12,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, TypeMeta};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::core::PartialObjectMeta;
 use kube::{Client, Resource};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -176,8 +176,8 @@ pub fn start(
     let secrets_writer = Writer::default();
     let secrets = secrets_writer.as_reader();
     let api = Api::<Secret>::namespaced(client.clone(), operator_namespace);
-    let config = watcher::Config::default()
-        .labels(&format!("{CONNECTOR_LABEL}={CONNECTOR_LABEL_VALUE}"));
+    let config =
+        watcher::Config::default().labels(&format!("{CONNECTOR_LABEL}={CONNECTOR_LABEL_VALUE}"));
     tasks.push(reflect(
         secrets_writer,
         watcher(api, config),
