@@ -76,9 +76,12 @@ pub struct GroupVersionKind<'a> {
     pub kind: Cow<'a, str>,
 }
 
-/// Reads an object as the engine needs it: all of it except `metadata.managedFields`, the API
-/// server's field-ownership bookkeeping, which no rule reads and which is often the largest
-/// part of an object. Skipping it saves building a tree of maps for every review.
+/// Reads an object as the engine needs it: all of it except two pieces of bookkeeping that no
+/// rule reads and that are often most of an object's bytes — `metadata.managedFields` (the API
+/// server's field ownership) and the `kubectl.kubernetes.io/last-applied-configuration`
+/// annotation (kubectl's escaped copy of the whole object). Skipping them spares building a
+/// tree of maps and unescaping a long string for every review; the engine sees both objects of
+/// an UPDATE the same way, and its patches never touch metadata.
 fn engine_object<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<serde_json::Value>, D::Error> {
@@ -104,24 +107,37 @@ impl<'de> Visitor<'de> for OptionalObject {
 
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer
-            .deserialize_map(ObjectMap { metadata: false })
+            .deserialize_map(ObjectMap {
+                level: Level::Object,
+            })
             .map(Some)
     }
 }
 
-/// A JSON object; at the top level its `metadata` is read without `managedFields`.
+/// Skipped keys of `metadata` and of `metadata.annotations`.
+const SKIPPED_METADATA: &str = "managedFields";
+const SKIPPED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Object,
+    Metadata,
+    Annotations,
+}
+
+/// A JSON object, read with the skips above at its level.
 struct ObjectMap {
-    metadata: bool,
+    level: Level,
 }
 
 impl<'de> Visitor<'de> for ObjectMap {
     type Value = serde_json::Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.metadata {
-            "object metadata"
-        } else {
-            "a Kubernetes object"
+        f.write_str(match self.level {
+            Level::Object => "a Kubernetes object",
+            Level::Metadata => "object metadata",
+            Level::Annotations => "annotations",
         })
     }
 
@@ -132,14 +148,21 @@ impl<'de> Visitor<'de> for ObjectMap {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = serde_json::Map::new();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if self.metadata && key == "managedFields" {
+            let (skip, inner) = match self.level {
+                Level::Object => (false, (key == "metadata").then_some(Level::Metadata)),
+                Level::Metadata => (
+                    key == SKIPPED_METADATA,
+                    (key == "annotations").then_some(Level::Annotations),
+                ),
+                Level::Annotations => (key == SKIPPED_ANNOTATION, None),
+            };
+            if skip {
                 map.next_value::<de::IgnoredAny>()?;
                 continue;
             }
-            let value = if !self.metadata && key == "metadata" {
-                map.next_value_seed(MetadataSeed)?
-            } else {
-                map.next_value()?
+            let value = match inner {
+                Some(level) => map.next_value_seed(Nested(level))?,
+                None => map.next_value()?,
             };
             out.insert(key.into_owned(), value);
         }
@@ -147,13 +170,13 @@ impl<'de> Visitor<'de> for ObjectMap {
     }
 }
 
-struct MetadataSeed;
+struct Nested(Level);
 
-impl<'de> DeserializeSeed<'de> for MetadataSeed {
+impl<'de> DeserializeSeed<'de> for Nested {
     type Value = serde_json::Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_map(ObjectMap { metadata: true })
+        deserializer.deserialize_map(ObjectMap { level: self.0 })
     }
 }
 
@@ -530,10 +553,13 @@ mod tests {
     }
 
     #[test]
-    fn objects_reach_the_engine_without_managed_fields() {
+    fn objects_reach_the_engine_without_bookkeeping() {
         let object = json!({
             "apiVersion": "dbward.dev/v1alpha1", "kind": "Database",
-            "metadata": {"name": "orders", "managedFields": [{"manager": "kubectl"}], "labels": {"a": "b"}},
+            "metadata": {
+                "name": "orders", "managedFields": [{"manager": "kubectl"}], "labels": {"a": "b"},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"a\": 1}", "keep": "me"}
+            },
             "spec": {"project": "acme", "nested": {"managedFields": 1}}
         });
         let body = review(json!({
@@ -546,6 +572,10 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove("managedFields");
+        expected["metadata"]["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove("kubectl.kubernetes.io/last-applied-configuration");
         assert_eq!(request.object, Some(expected));
         assert_eq!(request.old_object, None);
 
