@@ -2,8 +2,12 @@
 //! mistake rejected at `kubectl apply` time.
 
 pub mod admission;
+// kube's `printcolumn(...)` repeats `type_ = …` per column, which clippy takes for a duplicate.
+#[allow(clippy::duplicated_attributes)]
 pub mod api;
 pub mod certs;
+pub mod cli;
 pub mod crds;
+pub mod manifests;
 pub mod webhook;
 pub mod webhook_config;

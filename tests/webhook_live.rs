@@ -28,23 +28,33 @@ async fn readyz(addr: std::net::SocketAddr) -> bool {
     answer.starts_with("HTTP/1.1 200")
 }
 
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
     let started = Instant::now();
     while !check().await {
-        assert!(started.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 #[tokio::test]
 async fn the_live_snapshot_follows_the_cluster() {
-    let Some(kubeconfig) = std::env::var_os("KUBECONFIG").filter(|p| std::path::Path::new(p).is_file()) else {
+    let Some(kubeconfig) =
+        std::env::var_os("KUBECONFIG").filter(|p| std::path::Path::new(p).is_file())
+    else {
         eprintln!("skipped: KUBECONFIG does not name a cluster");
         return;
     };
     let kubeconfig = std::path::PathBuf::from(kubeconfig);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let kube = dbward::webhook::live::client(Some(&kubeconfig)).await.unwrap();
+    let kube = dbward::webhook::live::client(Some(&kubeconfig))
+        .await
+        .unwrap();
 
     let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());
     for crd in dbward::crds::all() {
@@ -61,22 +71,35 @@ async fn the_live_snapshot_follows_the_cluster() {
             let crds = crds.clone();
             let name = name.clone();
             async move {
-                crds.get(&name).await.ok().and_then(|c| c.status).and_then(|s| s.conditions).is_some_and(|cs| {
-                    cs.iter().any(|c| c.type_ == "Established" && c.status == "True")
-                })
+                crds.get(&name)
+                    .await
+                    .ok()
+                    .and_then(|c| c.status)
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True")
+                    })
             }
         })
         .await;
     }
 
-    let suffix = format!("{:x}", std::process::id() ^ (Instant::now().elapsed().subsec_nanos()));
+    let suffix = format!(
+        "{:x}",
+        std::process::id() ^ (Instant::now().elapsed().subsec_nanos())
+    );
     let operator_ns = format!("dbward-live-{suffix}");
     let app_ns = format!("shop-{suffix}");
     let service_name = format!("pg-live-{suffix}");
     let namespaces: Api<Namespace> = Api::all(kube.clone());
     for ns in [&operator_ns, &app_ns] {
-        let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-        namespaces.create(&PostParams::default(), &namespace).await.unwrap();
+        let namespace: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
     }
 
     let dir = tempfile::tempdir().unwrap();
@@ -84,7 +107,10 @@ async fn the_live_snapshot_follows_the_cluster() {
     let mut args = dbward::webhook::WebhookArgs::local(
         "127.0.0.1:0".parse().unwrap(),
         "127.0.0.1:0".parse().unwrap(),
-        dbward::webhook::TlsFiles { cert: dir.path().join("tls.crt"), key: dir.path().join("tls.key") },
+        dbward::webhook::TlsFiles {
+            cert: dir.path().join("tls.crt"),
+            key: dir.path().join("tls.key"),
+        },
     );
     args.no_kube = false;
     args.kubeconfig = Some(kubeconfig);
@@ -105,7 +131,13 @@ async fn the_live_snapshot_follows_the_cluster() {
     let (_, answer) = connection.post("/validate", body.clone()).await.unwrap();
     let answer: Value = serde_json::from_slice(&answer).unwrap();
     assert_eq!(answer["response"]["allowed"], false, "{answer}");
-    assert!(answer["response"]["status"]["message"].as_str().unwrap().contains(&service_name), "{answer}");
+    assert!(
+        answer["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&service_name),
+        "{answer}"
+    );
 
     let secrets: Api<Secret> = Api::namespaced(kube.clone(), &operator_ns);
     let secret: Secret = serde_json::from_value(json!({
@@ -113,7 +145,10 @@ async fn the_live_snapshot_follows_the_cluster() {
         "stringData": {"type": "postgres", "endpoint": "127.0.0.1", "port": "5432", "user": "postgres", "password": "x"}
     }))
     .unwrap();
-    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
     let resource = kube::api::ApiResource::from_gvk_with_plural(
         &kube::api::GroupVersionKind::gvk("dbward.dev", "v1alpha1", "DatabaseService"),
         "databaseservices",
@@ -129,7 +164,10 @@ async fn the_live_snapshot_follows_the_cluster() {
         }
     }))
     .unwrap();
-    services.create(&PostParams::default(), &service).await.unwrap();
+    services
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
 
     let last = std::sync::Arc::new(std::sync::Mutex::new(Value::Null));
     eventually("the review to be allowed once the service exists", || {
@@ -150,7 +188,9 @@ async fn the_live_snapshot_follows_the_cluster() {
     assert!(answer["response"].get("warnings").is_none(), "{answer}");
 
     server.shutdown().await;
-    let _ = services.delete(&service_name, &DeleteParams::default()).await;
+    let _ = services
+        .delete(&service_name, &DeleteParams::default())
+        .await;
     for ns in [&operator_ns, &app_ns] {
         let _ = namespaces.delete(ns, &DeleteParams::default()).await;
     }

@@ -74,14 +74,14 @@ impl<'a> Checker<'a> {
         new: &T,
         old: Option<&T>,
     ) {
-        if let Some(old) = old {
-            if new != old {
-                let value = serde_json::to_value(new).unwrap_or(Value::Null);
-                self.report(
-                    Rule::Immutable,
-                    FieldError::invalid(field, value, "field is immutable"),
-                );
-            }
+        if let Some(old) = old
+            && new != old
+        {
+            let value = serde_json::to_value(new).unwrap_or(Value::Null);
+            self.report(
+                Rule::Immutable,
+                FieldError::invalid(field, value, "field is immutable"),
+            );
         }
     }
 
@@ -151,15 +151,15 @@ fn parse_spec<T: DeserializeOwned>(object: &Value) -> Result<T, FieldError> {
 
 /// Turn serde's wording into the API server's.
 fn serde_error(field: String, message: &str, spec: &Value) -> FieldError {
-    if let Some(rest) = message.strip_prefix("unknown variant `") {
-        if let Some((value, expected)) = rest.split_once("`, expected ") {
-            let supported: Vec<&str> = expected
-                .trim_start_matches("one of ")
-                .split(", ")
-                .map(|s| s.trim_matches('`'))
-                .collect();
-            return FieldError::not_supported(field, value, &supported);
-        }
+    if let Some(rest) = message.strip_prefix("unknown variant `")
+        && let Some((value, expected)) = rest.split_once("`, expected ")
+    {
+        let supported: Vec<&str> = expected
+            .trim_start_matches("one of ")
+            .split(", ")
+            .map(|s| s.trim_matches('`'))
+            .collect();
+        return FieldError::not_supported(field, value, &supported);
     }
     if let Some(rest) = message.strip_prefix("missing field `") {
         let name = rest.split('`').next().unwrap_or_default();
@@ -413,9 +413,10 @@ pub(crate) fn check_secret_target(
     if let (Some(name), Some(old_name)) = (name, old_name) {
         checker.immutable("spec.connInfoSecretTarget.name", name, Some(old_name));
     }
-    if let Some(name) = name {
-        if !is_dns_subdomain(name) {
-            checker.report(
+    if let Some(name) = name
+        && !is_dns_subdomain(name)
+    {
+        checker.report(
                 Rule::Names,
                 FieldError::invalid(
                     "spec.connInfoSecretTarget.name",
@@ -423,7 +424,6 @@ pub(crate) fn check_secret_target(
                     "a Secret name must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
                 ),
             );
-        }
     }
     let disabled = target.conn_info_secret_target_disabled.unwrap_or(false);
     if let Some(old) = old {

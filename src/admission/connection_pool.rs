@@ -68,16 +68,20 @@ pub(crate) fn validate(
             ),
         );
     }
-    if let Some(service) = service {
-        if service.spec.engine != Engine::Postgres {
-            checker.report(
-                Rule::EngineSupport,
-                FieldError::invalid(
-                    "spec.serviceName",
-                    spec.binding.service_name.as_str(),
-                    format!("ConnectionPools need a postgres service; DatabaseService {:?} has engine {:?}", spec.binding.service_name, service.spec.engine.as_str()),
+    if let Some(service) = service
+        && service.spec.engine != Engine::Postgres
+    {
+        checker.report(
+            Rule::EngineSupport,
+            FieldError::invalid(
+                "spec.serviceName",
+                spec.binding.service_name.as_str(),
+                format!(
+                    "ConnectionPools need a postgres service; DatabaseService {:?} has engine {:?}",
+                    spec.binding.service_name,
+                    service.spec.engine.as_str()
                 ),
-            );
-        }
+            ),
+        );
     }
 }

@@ -64,21 +64,20 @@ pub(crate) fn validate(
         ("spec.lcCollate", &spec.lc_collate),
         ("spec.lcCtype", &spec.lc_ctype),
     ] {
-        if let Some(value) = value {
-            if value.is_empty()
+        if let Some(value) = value
+            && (value.is_empty()
                 || !value
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
-            {
-                checker.report(
-                    Rule::Names,
-                    FieldError::invalid(
-                        field,
-                        value.as_str(),
-                        "must be a locale or collation name such as \"en_US.UTF-8\" or \"C\"",
-                    ),
-                );
-            }
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b)))
+        {
+            checker.report(
+                Rule::Names,
+                FieldError::invalid(
+                    field,
+                    value.as_str(),
+                    "must be a locale or collation name such as \"en_US.UTF-8\" or \"C\"",
+                ),
+            );
         }
     }
     if let Some(service) = service {

@@ -28,32 +28,32 @@ pub(crate) fn validate(
     object: &Value,
     old: Option<&Value>,
 ) {
-    if let Some(old) = old {
-        if object.get("spec") != old.get("spec") {
-            checker.report(
-                Rule::Immutable,
-                FieldError::forbidden(
-                    "spec",
-                    "a DatabaseOpsRequest cannot be changed once created; create a new one",
-                ),
-            );
-        }
+    if let Some(old) = old
+        && object.get("spec") != old.get("spec")
+    {
+        checker.report(
+            Rule::Immutable,
+            FieldError::forbidden(
+                "spec",
+                "a DatabaseOpsRequest cannot be changed once created; create a new one",
+            ),
+        );
     }
     let Some((spec, _)) = checker.spec::<DatabaseOpsRequestSpec>(object, old) else {
         return;
     };
 
-    if let Some(timeout) = &spec.timeout {
-        if parse_duration(timeout).is_none_or(|s| s <= 0.0) {
-            checker.report(
-                Rule::OpsRequest,
-                FieldError::invalid(
-                    "spec.timeout",
-                    timeout.as_str(),
-                    "must be a positive duration such as \"5m\"",
-                ),
-            );
-        }
+    if let Some(timeout) = &spec.timeout
+        && parse_duration(timeout).is_none_or(|s| s <= 0.0)
+    {
+        checker.report(
+            Rule::OpsRequest,
+            FieldError::invalid(
+                "spec.timeout",
+                timeout.as_str(),
+                "must be a positive duration such as \"5m\"",
+            ),
+        );
     }
     match spec.op_type {
         OpsType::RotateCredentials => {
@@ -137,29 +137,29 @@ pub(crate) fn validate(
                             ),
                         );
                     }
-                    if let Some(issuer) = &tls.issuer_ref {
-                        if issuer.api_group != "cert-manager.io" {
-                            checker.report(
-                                Rule::OpsRequest,
-                                FieldError::not_supported(
-                                    "spec.tls.issuerRef.apiGroup",
-                                    issuer.api_group.as_str(),
-                                    &["cert-manager.io"],
-                                ),
-                            );
-                        }
+                    if let Some(issuer) = &tls.issuer_ref
+                        && issuer.api_group != "cert-manager.io"
+                    {
+                        checker.report(
+                            Rule::OpsRequest,
+                            FieldError::not_supported(
+                                "spec.tls.issuerRef.apiGroup",
+                                issuer.api_group.as_str(),
+                                &["cert-manager.io"],
+                            ),
+                        );
                     }
-                    if let Some(mode) = &tls.ssl_mode {
-                        if !SSL_MODES.contains(&mode.as_str()) {
-                            checker.report(
-                                Rule::OpsRequest,
-                                FieldError::not_supported(
-                                    "spec.tls.sslMode",
-                                    mode.as_str(),
-                                    &SSL_MODES,
-                                ),
-                            );
-                        }
+                    if let Some(mode) = &tls.ssl_mode
+                        && !SSL_MODES.contains(&mode.as_str())
+                    {
+                        checker.report(
+                            Rule::OpsRequest,
+                            FieldError::not_supported(
+                                "spec.tls.sslMode",
+                                mode.as_str(),
+                                &SSL_MODES,
+                            ),
+                        );
                     }
                     if let Some(mode) = &tls.client_auth_mode {
                         if !CLIENT_AUTH_MODES.contains(&mode.as_str()) {

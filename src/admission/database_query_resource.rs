@@ -102,11 +102,7 @@ pub(crate) fn validate(
         } else {
             format!("{group}/{kind}")
         };
-        if !limits
-            .allowed_query_resource_kinds
-            .iter()
-            .any(|k| *k == qualified)
-        {
+        if !limits.allowed_query_resource_kinds.contains(&qualified) {
             checker.report(
                 Rule::AllowedKinds,
                 FieldError::not_supported(
@@ -159,10 +155,10 @@ fn static_header(template: &str) -> (Option<String>, Option<String>, Option<Stri
             in_metadata = true;
             continue;
         } else if in_metadata && line.starts_with(char::is_whitespace) {
-            if let Some(v) = line.trim_start().strip_prefix("namespace:") {
-                if line.len() - line.trim_start().len() <= 2 {
-                    namespace = literal(v);
-                }
+            if let Some(v) = line.trim_start().strip_prefix("namespace:")
+                && line.len() - line.trim_start().len() <= 2
+            {
+                namespace = literal(v);
             }
             continue;
         }

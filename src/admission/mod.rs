@@ -145,19 +145,19 @@ pub fn admit(request: &Request<'_>, snapshot: &Snapshot) -> Verdict {
 /// DELETE: only `terminationProtection` can refuse it.
 fn admit_delete(request: &Request<'_>, snapshot: &Snapshot) -> Verdict {
     let mut checker = Checker::new(snapshot);
-    if let Some(old) = request.old_object {
-        if old.pointer("/spec/terminationProtection") == Some(&Value::Bool(true)) {
-            checker.report(
-                Rule::TerminationProtection,
-                FieldError::forbidden(
-                    "spec.terminationProtection",
-                    format!(
-                        "{} {:?} has terminationProtection set; set it to false before deleting",
-                        request.kind, request.name
-                    ),
+    if let Some(old) = request.old_object
+        && old.pointer("/spec/terminationProtection") == Some(&Value::Bool(true))
+    {
+        checker.report(
+            Rule::TerminationProtection,
+            FieldError::forbidden(
+                "spec.terminationProtection",
+                format!(
+                    "{} {:?} has terminationProtection set; set it to false before deleting",
+                    request.kind, request.name
                 ),
-            );
-        }
+            ),
+        );
     }
     checker.into_verdict(json_patch::Patch(Vec::new()))
 }

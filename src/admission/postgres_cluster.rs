@@ -52,34 +52,33 @@ pub(crate) fn validate(
             "must be a quantity such as \"10Gi\"",
         )),
         Some(size) => {
-            if let Some(min) = quantity::parse(&limits.min_volume_size) {
-                if size < min {
-                    checker.report(
-                        Rule::MinVolume,
-                        FieldError::invalid(
-                            "spec.volume.size",
-                            spec.volume.size.as_str(),
-                            format!(
-                                "must be at least {} (the AdmissionPolicy's limits.minVolumeSize)",
-                                limits.min_volume_size
-                            ),
+            if let Some(min) = quantity::parse(&limits.min_volume_size)
+                && size < min
+            {
+                checker.report(
+                    Rule::MinVolume,
+                    FieldError::invalid(
+                        "spec.volume.size",
+                        spec.volume.size.as_str(),
+                        format!(
+                            "must be at least {} (the AdmissionPolicy's limits.minVolumeSize)",
+                            limits.min_volume_size
                         ),
-                    );
-                }
+                    ),
+                );
             }
             if let Some(old) =
                 old_spec.and_then(|o| quantity::parse(&o.volume.size).map(|q| (q, &o.volume.size)))
+                && size < old.0
             {
-                if size < old.0 {
-                    checker.report(
-                        Rule::VolumeShrink,
-                        FieldError::invalid(
-                            "spec.volume.size",
-                            spec.volume.size.as_str(),
-                            format!("volumes may grow but never shrink; it was {}", old.1),
-                        ),
-                    );
-                }
+                checker.report(
+                    Rule::VolumeShrink,
+                    FieldError::invalid(
+                        "spec.volume.size",
+                        spec.volume.size.as_str(),
+                        format!("volumes may grow but never shrink; it was {}", old.1),
+                    ),
+                );
             }
         }
     }
@@ -204,54 +203,53 @@ pub(crate) fn validate(
         }
     }
 
-    if let Some(pool) = &spec.connection_pool {
-        if let Some(user) = &pool.user {
-            if spec.users.contains_key(user) {
-                checker.report(
-                    Rule::Names,
-                    FieldError::invalid(
-                        "spec.connectionPool.user",
-                        user.as_str(),
-                        "must not be one of spec.users: the pooler's role is dbward's",
-                    ),
-                );
-            }
-        }
+    if let Some(pool) = &spec.connection_pool
+        && let Some(user) = &pool.user
+        && spec.users.contains_key(user)
+    {
+        checker.report(
+            Rule::Names,
+            FieldError::invalid(
+                "spec.connectionPool.user",
+                user.as_str(),
+                "must not be one of spec.users: the pooler's role is dbward's",
+            ),
+        );
     }
 
-    if let Some(standby) = &spec.standby {
-        if standby.s3_wal_path.trim().is_empty() {
+    if let Some(standby) = &spec.standby
+        && standby.s3_wal_path.trim().is_empty()
+    {
+        checker.report(
+            Rule::Standby,
+            FieldError::required(
+                "spec.standby.s3_wal_path",
+                "a standby needs the S3 path of its source's WAL archive",
+            ),
+        );
+    }
+
+    if let Some(clone) = &spec.clone
+        && let Some(timestamp) = &clone.timestamp
+    {
+        if !has_time_zone(timestamp) {
             checker.report(
-                Rule::Standby,
-                FieldError::required(
-                    "spec.standby.s3_wal_path",
-                    "a standby needs the S3 path of its source's WAL archive",
+                Rule::Clone,
+                FieldError::invalid(
+                    "spec.clone.timestamp",
+                    timestamp.as_str(),
+                    "must be RFC 3339 with a time zone, e.g. \"2017-12-19T12:40:33+01:00\"",
                 ),
             );
         }
-    }
-
-    if let Some(clone) = &spec.clone {
-        if let Some(timestamp) = &clone.timestamp {
-            if !has_time_zone(timestamp) {
-                checker.report(
-                    Rule::Clone,
-                    FieldError::invalid(
-                        "spec.clone.timestamp",
-                        timestamp.as_str(),
-                        "must be RFC 3339 with a time zone, e.g. \"2017-12-19T12:40:33+01:00\"",
-                    ),
-                );
-            }
-            if clone.uid.as_deref().is_none_or(str::is_empty) {
-                checker.report(
-                    Rule::Clone,
-                    FieldError::required(
-                        "spec.clone.uid",
-                        "cloning to a timestamp needs the source cluster's metadata.uid",
-                    ),
-                );
-            }
+        if clone.uid.as_deref().is_none_or(str::is_empty) {
+            checker.report(
+                Rule::Clone,
+                FieldError::required(
+                    "spec.clone.uid",
+                    "cloning to a timestamp needs the source cluster's metadata.uid",
+                ),
+            );
         }
     }
 }
@@ -270,7 +268,10 @@ fn check_resources(
         ("requests", &resources.requests),
         ("limits", &resources.limits),
     ] {
-        for (resource, min) in [("cpu", min_cpu), ("memory", min_memory)] {
+        for (resource, min, limit_field) in [
+            ("cpu", min_cpu, "limits.minCpu"),
+            ("memory", min_memory, "limits.minMemory"),
+        ] {
             let Some(value) = values.as_ref().and_then(|v| v.get(resource)) else {
                 continue;
             };
@@ -286,7 +287,7 @@ fn check_resources(
                     FieldError::invalid(
                         path,
                         value.0.as_str(),
-                        format!("is below the minimum {min}; the StatefulSet gets {min}"),
+                        format!("below the minimum {min} (the AdmissionPolicy's {limit_field}); the StatefulSet gets {min}"),
                     ),
                 ),
                 _ => {}

@@ -149,18 +149,18 @@ pub(crate) fn check_flags(
             ),
         );
     }
-    if let Some(i) = flags.iter().position(|f| *f == RoleFlag::Superuser) {
-        if !superuser_allowed {
-            checker.report(
-                Rule::Superuser,
-                FieldError::forbidden(
-                    index(field, i),
-                    format!(
-                        "superuser is not allowed by the AdmissionPolicy ({policy_field} is false)"
-                    ),
+    if let Some(i) = flags.iter().position(|f| *f == RoleFlag::Superuser)
+        && !superuser_allowed
+    {
+        checker.report(
+            Rule::Superuser,
+            FieldError::forbidden(
+                index(field, i),
+                format!(
+                    "superuser is not allowed by the AdmissionPolicy ({policy_field} is false)"
                 ),
-            );
-        }
+            ),
+        );
     }
     if engine == Some(Engine::Mysql) {
         for (i, flag) in flags.iter().enumerate().filter(|(_, f)| f.postgres_only()) {
