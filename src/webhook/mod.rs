@@ -21,7 +21,7 @@ use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
@@ -173,15 +173,19 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
             webhook_path(Endpoint::Validate),
-            post(|State(state): State<AppState>, body: Body| async move {
-                review_handler(&state, Endpoint::Validate, body).await
-            }),
+            post(
+                |State(state): State<AppState>, headers: HeaderMap, body: Body| async move {
+                    review_handler(&state, Endpoint::Validate, &headers, body).await
+                },
+            ),
         )
         .route(
             webhook_path(Endpoint::Mutate),
-            post(|State(state): State<AppState>, body: Body| async move {
-                review_handler(&state, Endpoint::Mutate, body).await
-            }),
+            post(
+                |State(state): State<AppState>, headers: HeaderMap, body: Body| async move {
+                    review_handler(&state, Endpoint::Mutate, &headers, body).await
+                },
+            ),
         )
         .with_state(state)
 }
@@ -238,8 +242,22 @@ fn text(status: StatusCode, message: String) -> Response {
 
 /// The thin handler: read the body, parse the review once, let the engine judge, answer;
 /// count and log what happened (never the object's data).
-async fn review_handler(state: &AppState, endpoint: Endpoint, body: Body) -> Response {
+async fn review_handler(
+    state: &AppState,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        // Refuse before reading a byte of it.
+        let message = too_large_message();
+        return bad_request(state, endpoint, started, StatusCode::BAD_REQUEST, message);
+    }
     let bytes = match tokio::time::timeout(
         state.body_timeout,
         axum::body::to_bytes(body, MAX_BODY_BYTES),
@@ -251,7 +269,7 @@ async fn review_handler(state: &AppState, endpoint: Endpoint, body: Body) -> Res
             let too_large = std::error::Error::source(&error)
                 .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
             let message = if too_large {
-                format!("the request body is larger than {MAX_BODY_BYTES} bytes (3 MiB)")
+                too_large_message()
             } else {
                 format!("reading the request body: {error}")
             };
@@ -313,6 +331,10 @@ async fn review_handler(state: &AppState, endpoint: Endpoint, body: Body) -> Res
         "admission review"
     );
     json(StatusCode::OK, body)
+}
+
+fn too_large_message() -> String {
+    format!("the request body is larger than {MAX_BODY_BYTES} bytes (3 MiB)")
 }
 
 fn record_bad_request(state: &AppState, endpoint: Endpoint, started: Instant, message: &str) {
