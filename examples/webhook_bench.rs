@@ -34,6 +34,10 @@ struct Args {
     /// Measured time of each closed-loop run.
     #[arg(long, default_value = "10s", value_parser = webhook::parse_duration)]
     duration: Duration,
+    /// Each closed-loop run is cut into this many slices, alternating baseline and dbward, so
+    /// that load from elsewhere on the machine falls on both alike.
+    #[arg(long, default_value_t = 10)]
+    slices: u32,
     /// Unmeasured time before each run.
     #[arg(long, default_value = "1s", value_parser = webhook::parse_duration)]
     warmup: Duration,
@@ -100,13 +104,22 @@ struct Figures {
     errors: usize,
     seconds: f64,
     latencies: Vec<Duration>,
+    /// CPU time the server's threads used.
+    server_cpu: Duration,
 }
 
 impl Figures {
     fn merge(&mut self, other: Figures) {
         self.requests += other.requests;
         self.errors += other.errors;
+        self.seconds += other.seconds;
+        self.server_cpu += other.server_cpu;
         self.latencies.extend(other.latencies);
+    }
+
+    /// Server CPU time per request.
+    fn cpu_per_request(&self) -> Duration {
+        self.server_cpu / u32::try_from(self.requests.max(1)).unwrap_or(u32::MAX)
     }
 
     fn rate(&self) -> f64 {
@@ -124,14 +137,46 @@ impl Figures {
 
     fn row(&mut self, label: &str, clients: &str) -> String {
         format!(
-            "{label:<9} {clients:>7} {rate:>10.0} {p50:>9} {p99:>9} {p999:>9} {errors:>7}",
+            "{label:<9} {clients:>7} {rate:>10.0} {p50:>9} {p99:>9} {p999:>9} {errors:>7} {cpu:>11}",
             rate = self.rate(),
             p50 = micros(self.percentile(50.0)),
             p99 = micros(self.percentile(99.0)),
             p999 = micros(self.percentile(99.9)),
             errors = self.errors,
+            cpu = format!("{:.1} µs", self.cpu_per_request().as_secs_f64() * 1e6),
         )
     }
+}
+
+/// CPU time (user + system) of this process's threads named `server` so far.
+fn server_cpu() -> Duration {
+    let ticks_per_second = 100; // USER_HZ on Linux
+    let mut ticks = 0u64;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid … utime is field 14 and stime field 15, counted from 1.
+        let Some((comm, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") "))
+        else {
+            continue;
+        };
+        if comm != "server" {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        ticks += field(11) + field(12);
+    }
+    Duration::from_millis(ticks * 1000 / ticks_per_second)
 }
 
 fn micros(d: Duration) -> String {
@@ -147,15 +192,19 @@ async fn closed_loop(
     warmup: Duration,
     duration: Duration,
 ) -> Figures {
+    // Handshakes first, outside the measured time.
+    let mut connections = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        connections.push(client.connect().await.expect("connecting"));
+    }
     let start = Instant::now() + warmup;
     let end = start + duration;
     let mut tasks = Vec::new();
-    for c in 0..clients {
+    for (c, mut connection) in connections.into_iter().enumerate() {
         let client = client.clone();
         let requests = requests.clone();
         tasks.push(tokio::spawn(async move {
             let mut figures = Figures::default();
-            let mut connection = client.connect().await.expect("connecting");
             let mut i = c; // clients start at different places in the mix
             loop {
                 let (path, body) = &requests[i % requests.len()];
@@ -180,13 +229,19 @@ async fn closed_loop(
             figures
         }));
     }
-    let mut all = Figures {
-        seconds: duration.as_secs_f64(),
-        ..Figures::default()
+    let cpu_before = loop {
+        // Sample the server's CPU time when the measured part begins.
+        if Instant::now() >= start {
+            break server_cpu();
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     };
+    let mut all = Figures::default();
     for task in tasks {
         all.merge(task.await.expect("client task"));
     }
+    all.seconds = duration.as_secs_f64();
+    all.server_cpu = server_cpu().saturating_sub(cpu_before);
     all
 }
 
@@ -213,6 +268,7 @@ async fn open_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let total = (f64::from(rate) * duration.as_secs_f64()) as usize;
     let started = Instant::now();
+    let cpu_before = server_cpu();
     for i in 0..total {
         ticker.tick().await;
         let dispatched = Instant::now();
@@ -238,6 +294,7 @@ async fn open_loop(
         }
     }
     figures.seconds = started.elapsed().as_secs_f64();
+    figures.server_cpu = server_cpu().saturating_sub(cpu_before);
     figures
 }
 
@@ -355,33 +412,36 @@ fn main() {
     );
     handler_cost(&shared_snapshot);
     println!(
-        "\nclosed loop, {:?} per run after {:?} warm-up; latency as the client sees it",
-        args.duration, args.warmup
+        "\nclosed loop, {:?} per run in {} slices alternating with the baseline, after {:?} warm-up; \
+         latency as the client sees it",
+        args.duration, args.slices, args.warmup
     );
     println!(
-        "{:<9} {:>7} {:>10} {:>9} {:>9} {:>9} {:>7}   dbward/baseline",
-        "endpoint", "clients", "req/s", "p50", "p99", "p99.9", "errors"
+        "{:<9} {:>7} {:>10} {:>9} {:>9} {:>9} {:>7} {:>11}   dbward/baseline",
+        "endpoint", "clients", "req/s", "p50", "p99", "p99.9", "errors", "server CPU/req"
     );
     client_runtime.block_on(async {
         for &clients in &args.clients {
-            let mut base = closed_loop(
-                &client,
-                clients,
-                requests.clone(),
-                Some("/baseline"),
-                args.warmup,
-                args.duration,
-            )
-            .await;
-            let mut real = closed_loop(
-                &client,
-                clients,
-                requests.clone(),
-                None,
-                args.warmup,
-                args.duration,
-            )
-            .await;
+            let slice = args.duration / args.slices.max(1);
+            let mut base = Figures::default();
+            let mut real = Figures::default();
+            for i in 0..args.slices.max(1) {
+                let warmup = if i == 0 { args.warmup } else { Duration::ZERO };
+                base.merge(
+                    closed_loop(
+                        &client,
+                        clients,
+                        requests.clone(),
+                        Some("/baseline"),
+                        warmup,
+                        slice,
+                    )
+                    .await,
+                );
+                real.merge(
+                    closed_loop(&client, clients, requests.clone(), None, warmup, slice).await,
+                );
+            }
             let ratio = real.rate() / base.rate();
             println!("{}", base.row("baseline", &clients.to_string()));
             println!("{}   {ratio:.2}", real.row("dbward", &clients.to_string()));
@@ -392,8 +452,8 @@ fn main() {
                 args.rate, args.open_duration
             );
             println!(
-                "{:<9} {:>7} {:>10} {:>9} {:>9} {:>9} {:>7}",
-                "endpoint", "rate", "req/s", "p50", "p99", "p99.9", "errors"
+                "{:<9} {:>7} {:>10} {:>9} {:>9} {:>9} {:>7} {:>11}",
+                "endpoint", "rate", "req/s", "p50", "p99", "p99.9", "errors", "server CPU/req"
             );
             let mut base = open_loop(
                 &client,
