@@ -9,5 +9,6 @@ pub mod certs;
 pub mod cli;
 pub mod crds;
 pub mod manifests;
+pub mod sql;
 pub mod webhook;
 pub mod webhook_config;

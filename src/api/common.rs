@@ -150,6 +150,13 @@ impl RoleFlag {
         }
     }
 
+    /// Parses the manifest spelling, case-insensitively.
+    pub fn parse(flag: &str) -> Option<RoleFlag> {
+        RoleFlag::ALL
+            .into_iter()
+            .find(|f| f.as_str().eq_ignore_ascii_case(flag))
+    }
+
     /// Flags that only PostgreSQL has; MySQL has no equivalent for them.
     pub fn postgres_only(self) -> bool {
         matches!(

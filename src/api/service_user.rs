@@ -112,3 +112,25 @@ pub enum PrivilegeLevel {
     /// Everything, including DDL.
     Owner,
 }
+
+impl PrivilegeLevel {
+    /// The manifest spelling (`readWrite`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrivilegeLevel::ReadOnly => "readOnly",
+            PrivilegeLevel::ReadWrite => "readWrite",
+            PrivilegeLevel::Owner => "owner",
+        }
+    }
+
+    /// Parses the manifest spelling.
+    pub fn parse(level: &str) -> Option<PrivilegeLevel> {
+        [
+            PrivilegeLevel::ReadOnly,
+            PrivilegeLevel::ReadWrite,
+            PrivilegeLevel::Owner,
+        ]
+        .into_iter()
+        .find(|l| l.as_str() == level)
+    }
+}
