@@ -5,8 +5,11 @@ pub mod admission;
 // kube's `printcolumn(...)` repeats `type_ = …` per column, which clippy takes for a duplicate.
 #[allow(clippy::duplicated_attributes)]
 pub mod api;
+pub mod certs;
 pub mod cli;
 pub mod crds;
 pub mod manifests;
 pub mod reconcile;
 pub mod sql;
+pub mod webhook;
+pub mod webhook_config;

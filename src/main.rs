@@ -22,6 +22,12 @@ enum Command {
     Reconcile(cli::reconcile::ReconcileArgs),
     /// Run the controllers against a cluster.
     Controller(cli::controller::ControllerArgs),
+    /// Serve the admission webhook (AdmissionReview v1 over HTTPS).
+    Webhook(dbward::webhook::WebhookArgs),
+    /// Write a CA and a serving certificate for the webhook.
+    Certs(dbward::certs::CertsArgs),
+    /// Print the Validating- and MutatingWebhookConfiguration.
+    WebhookConfig(dbward::webhook_config::WebhookConfigArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,5 +36,8 @@ fn main() -> ExitCode {
         Command::Crds(args) => cli::crds::run(&args),
         Command::Reconcile(args) => cli::reconcile::run(&args),
         Command::Controller(args) => cli::controller::run(&args),
+        Command::Webhook(args) => cli::webhook::run_webhook(args),
+        Command::Certs(args) => cli::webhook::run_certs(args),
+        Command::WebhookConfig(args) => cli::webhook::run_webhook_config(args),
     }
 }

@@ -4,3 +4,4 @@ pub mod controller;
 pub mod crds;
 pub mod reconcile;
 pub mod validate;
+pub mod webhook;

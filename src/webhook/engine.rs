@@ -1,0 +1,4 @@
+//! The one place the webhook touches the rule engine and the API constants.
+
+pub use crate::admission::{Operation, Request, Snapshot, Verdict, admit};
+pub use crate::api::{GROUP, KINDS};

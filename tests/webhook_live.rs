@@ -1,0 +1,204 @@
+//! The live snapshot against a real API server: runs only when `KUBECONFIG` names one (the
+//! control plane of `../shared/kube-apiserver/` in CI, kind or a real cluster for a user), and
+//! otherwise says it skipped. It installs the CRDs, starts the webhook with `--kubeconfig`,
+//! waits for `/readyz`, and checks that a review follows the cluster: denied while the
+//! referenced DatabaseService is missing, allowed once it and its connector Secret exist.
+
+mod webhook_support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use webhook_support::{Client, fixture, make_certs};
+
+async fn readyz(addr: std::net::SocketAddr) -> bool {
+    let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let _ = tcp
+        .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await;
+    let mut answer = String::new();
+    let _ = tcp.read_to_string(&mut answer).await;
+    answer.starts_with("HTTP/1.1 200")
+}
+
+async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_live_snapshot_follows_the_cluster() {
+    let Some(kubeconfig) =
+        std::env::var_os("KUBECONFIG").filter(|p| std::path::Path::new(p).is_file())
+    else {
+        eprintln!("skipped: KUBECONFIG does not name a cluster");
+        return;
+    };
+    let kubeconfig = std::path::PathBuf::from(kubeconfig);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kube = dbward::webhook::live::client(Some(&kubeconfig))
+        .await
+        .unwrap();
+
+    let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());
+    // The kinds the webhook watches.
+    let watched: Vec<CustomResourceDefinition> = dbward::crds::all()
+        .into_iter()
+        .filter(|crd| {
+            ["DatabaseService", "AdmissionPolicy"].contains(&crd.spec.names.kind.as_str())
+        })
+        .collect();
+    for crd in &watched {
+        match crds.create(&PostParams::default(), crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(error) => panic!("creating CRD: {error}"),
+        }
+    }
+    for crd in &watched {
+        let name = crd.metadata.name.clone().unwrap();
+        let crds = crds.clone();
+        eventually("CRDs to be established", || {
+            let crds = crds.clone();
+            let name = name.clone();
+            async move {
+                crds.get(&name)
+                    .await
+                    .ok()
+                    .and_then(|c| c.status)
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True")
+                    })
+            }
+        })
+        .await;
+    }
+
+    let suffix = format!(
+        "{:x}",
+        std::process::id() ^ (Instant::now().elapsed().subsec_nanos())
+    );
+    let operator_ns = format!("dbward-live-{suffix}");
+    let app_ns = format!("shop-{suffix}");
+    let service_name = format!("pg-live-{suffix}");
+    let namespaces: Api<Namespace> = Api::all(kube.clone());
+    for ns in [&operator_ns, &app_ns] {
+        let namespace: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = make_certs(dir.path());
+    let mut args = dbward::webhook::WebhookArgs::local(
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+        dbward::webhook::TlsFiles {
+            cert: dir.path().join("tls.crt"),
+            key: dir.path().join("tls.key"),
+        },
+    );
+    args.no_kube = false;
+    args.kubeconfig = Some(kubeconfig);
+    args.namespace = operator_ns.clone();
+    let server = dbward::webhook::start(&args).await.unwrap();
+    let metrics_addr = server.metrics_addr;
+    eventually("/readyz", || readyz(metrics_addr)).await;
+
+    let mut review: Value = serde_json::from_slice(&fixture("create-connectionpool.json")).unwrap();
+    review["request"]["namespace"] = json!(app_ns);
+    review["request"]["object"]["metadata"]["namespace"] = json!(app_ns);
+    review["request"]["object"]["spec"]["serviceName"] = json!(service_name);
+    let body = Bytes::from(serde_json::to_vec(&review).unwrap());
+    let client = Client::trusting(&bundle.ca_cert_pem, server.addr);
+    let mut connection = client.connect().await.unwrap();
+
+    // In a complete snapshot a missing service is an error, not a warning.
+    let (_, answer) = connection.post("/validate", body.clone()).await.unwrap();
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    assert!(
+        answer["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&service_name),
+        "{answer}"
+    );
+
+    let secrets: Api<Secret> = Api::namespaced(kube.clone(), &operator_ns);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "pg-connector", "labels": {"dbward.dev/connector-type": "shared-database"}},
+        "stringData": {"type": "postgres", "endpoint": "127.0.0.1", "port": "5432", "user": "postgres", "password": "x"}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let resource = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("dbward.dev", "v1alpha1", "DatabaseService"),
+        "databaseservices",
+    );
+    let services: Api<DynamicObject> = Api::all_with(kube.clone(), &resource);
+    let service: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "dbward.dev/v1alpha1", "kind": "DatabaseService",
+        "metadata": {"name": service_name},
+        "spec": {
+            "engine": "postgres", "project": "acme",
+            "connectorSecretRef": {"name": "pg-connector", "namespace": operator_ns},
+            "allowedNamespaces": {"names": [app_ns]}
+        }
+    }))
+    .unwrap();
+    services
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+
+    let last = std::sync::Arc::new(std::sync::Mutex::new(Value::Null));
+    eventually("the review to be allowed once the service exists", || {
+        let client = client.clone();
+        let body = body.clone();
+        let last = last.clone();
+        async move {
+            let mut connection = client.connect().await.unwrap();
+            let (_, answer) = connection.post("/validate", body).await.unwrap();
+            let answer: Value = serde_json::from_slice(&answer).unwrap();
+            let allowed = answer["response"]["allowed"] == true;
+            *last.lock().unwrap() = answer;
+            allowed
+        }
+    })
+    .await;
+    let answer = last.lock().unwrap().clone();
+    assert!(answer["response"].get("warnings").is_none(), "{answer}");
+
+    server.shutdown().await;
+    let _ = services
+        .delete(&service_name, &DeleteParams::default())
+        .await;
+    for ns in [&operator_ns, &app_ns] {
+        let _ = namespaces.delete(ns, &DeleteParams::default()).await;
+    }
+}
