@@ -60,7 +60,12 @@ fn the_seed_connection_pool_is_defaulted() {
         String::from_utf8_lossy(&output.stderr)
     );
     let reports: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let pool = &reports[0];
+    let pool = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "ConnectionPool")
+        .unwrap();
     assert_eq!(pool["kind"], "ConnectionPool");
     assert_eq!(pool["namespace"], "default");
     assert_eq!(pool["operation"], "CREATE");

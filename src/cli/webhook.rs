@@ -8,7 +8,10 @@ use crate::webhook::{self, WebhookArgs};
 use crate::webhook_config::{self, WebhookConfigArgs};
 
 pub fn run_webhook(args: WebhookArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => return fail(format_args!("cannot start the async runtime: {e}")),
     };

@@ -227,3 +227,99 @@ pub fn start(
     }));
     tasks
 }
+
+/// Reads what the cached snapshot lacks straight from the API server. The caches trail the API
+/// server by a watch event (and a short debounce), so a single `kubectl apply` of a service, its
+/// connector Secret, a new namespace and the objects using them would otherwise be judged
+/// against a snapshot that has not seen the first ones yet.
+#[derive(Clone)]
+pub struct ReadThrough {
+    client: Client,
+    operator_namespace: String,
+}
+
+impl std::fmt::Debug for ReadThrough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadThrough")
+            .field("operator_namespace", &self.operator_namespace)
+            .finish()
+    }
+}
+
+impl ReadThrough {
+    pub fn new(client: Client, operator_namespace: &str) -> ReadThrough {
+        ReadThrough {
+            client,
+            operator_namespace: operator_namespace.to_string(),
+        }
+    }
+
+    /// A copy of `snapshot` with the objects `object` refers to that the cache lacks, or `None`
+    /// when it lacks nothing (or the API server has nothing more either).
+    pub async fn complete(
+        &self,
+        snapshot: &Snapshot,
+        kind: &str,
+        namespace: Option<&str>,
+        object: &serde_json::Value,
+    ) -> Option<Snapshot> {
+        let text = |pointer: &str| {
+            object
+                .pointer(pointer)
+                .and_then(serde_json::Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        let mut found = Vec::new();
+        let service = text("/spec/serviceName").or_else(|| text("/spec/serviceRef/name"));
+        if let Some(service) = service.filter(|s| !snapshot.services.contains_key(*s)) {
+            let api = Api::<DynamicObject>::all_with(
+                self.client.clone(),
+                &dbward_resource("DatabaseService"),
+            );
+            if let Ok(Some(mut found_service)) = api.get_opt(service).await {
+                found_service.types = Some(TypeMeta {
+                    api_version: format!("{GROUP}/{VERSION}"),
+                    kind: "DatabaseService".into(),
+                });
+                found.extend(serde_json::to_value(found_service).ok());
+            }
+        }
+        if kind == "DatabaseService" {
+            let secret_namespace =
+                text("/spec/connectorSecretRef/namespace").unwrap_or(&self.operator_namespace);
+            if let Some(name) = text("/spec/connectorSecretRef/name") {
+                let key = (secret_namespace.to_string(), name.to_string());
+                if secret_namespace == self.operator_namespace
+                    && !snapshot.connector_secrets.contains_key(&key)
+                {
+                    let api = Api::<Secret>::namespaced(self.client.clone(), secret_namespace);
+                    if let Ok(Some(secret)) = api.get_opt(name).await {
+                        found.extend(serde_json::to_value(&secret).ok().map(|mut v| {
+                            v["apiVersion"] = "v1".into();
+                            v["kind"] = "Secret".into();
+                            v
+                        }));
+                    }
+                }
+            }
+        }
+        if let Some(namespace) = namespace.filter(|ns| !snapshot.namespaces.contains_key(*ns)) {
+            let api = Api::<PartialObjectMeta<Namespace>>::all(self.client.clone());
+            if let Ok(Some(meta)) = api.get_metadata_opt(namespace).await {
+                found.push(serde_json::json!({
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": meta.metadata.name, "labels": meta.metadata.labels},
+                }));
+            }
+        }
+        if found.is_empty() {
+            return None;
+        }
+        let mut completed = snapshot.clone();
+        for object in &found {
+            completed.insert(object);
+        }
+        Some(completed)
+    }
+}

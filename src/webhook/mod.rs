@@ -154,6 +154,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
     pub body_timeout: Duration,
+    /// Reads references the cached snapshot lacks from the API server (live runs only).
+    pub read_through: Option<live::ReadThrough>,
 }
 
 impl AppState {
@@ -164,6 +166,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             ready: Arc::new(AtomicBool::new(true)),
             body_timeout: Timeouts::default().body,
+            read_through: None,
         }
     }
 }
@@ -302,10 +305,22 @@ async fn review_handler(
             };
         }
     };
-    let (body, answered) = {
-        let snapshot = state.snapshot.load();
-        review::answer(endpoint, &request, &snapshot)
+    let snapshot = state.snapshot.load_full();
+    let completed = match (&state.read_through, &request.object) {
+        (Some(read_through), Some(object)) if request.kind.group == crate::api::GROUP => {
+            read_through
+                .complete(
+                    &snapshot,
+                    &request.kind.kind,
+                    request.namespace.as_deref(),
+                    object,
+                )
+                .await
+        }
+        _ => None,
     };
+    let (body, answered) =
+        review::answer(endpoint, &request, completed.as_ref().unwrap_or(&snapshot));
     let elapsed = started.elapsed();
     state.metrics.record(
         endpoint,
@@ -407,9 +422,10 @@ pub async fn start(args: &WebhookArgs) -> Result<RunningWebhook, WebhookError> {
         let client = live::client(args.kubeconfig.as_deref()).await?;
         // Until the caches sync, a missing reference is only a warning; /readyz says not ready,
         // so the API server should not be calling yet anyway.
-        let state =
+        let mut state =
             AppState::with_snapshot(engine::Snapshot::from_objects([], &args.namespace, false));
         state.ready.store(false, Ordering::Relaxed);
+        state.read_through = Some(live::ReadThrough::new(client.clone(), &args.namespace));
         background.extend(live::start(
             client,
             &args.namespace,

@@ -21,6 +21,23 @@ kind: Namespace
 metadata: {name: team-b}
 ";
 
+/// A real cluster's garbage collector reads every resource (its role grants `*/*`); the loopback
+/// control plane runs the controller manager as a plain user without that, so it gets read
+/// access to dbward's kinds to follow their owner references.
+const GC_ACCESS: &str = "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: dbward-e2e-garbage-collector}
+rules:
+- {apiGroups: [dbward.dev], resources: ['*'], verbs: [get, list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: dbward-e2e-garbage-collector}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: dbward-e2e-garbage-collector}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: 'system:kube-controller-manager'}
+";
+
 /// What a command printed.
 pub struct Run {
     pub status: bool,
@@ -58,14 +75,19 @@ pub struct Cluster {
 impl Cluster {
     pub fn from_env() -> Option<Cluster> {
         let kubeconfig = PathBuf::from(std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty())?);
-        let cached = Path::new(&std::env::var("HOME").unwrap_or_default()).join(".cache/dbward-kube-1.20.2/bin/kubectl");
+        let cached = Path::new(&std::env::var("HOME").unwrap_or_default())
+            .join(".cache/dbward-kube-1.20.2/bin/kubectl");
         let kubectl = std::env::var_os("KUBECTL")
             .map(PathBuf::from)
             .or_else(|| cached.exists().then_some(cached))
             .unwrap_or_else(|| PathBuf::from("kubectl"));
         let work = std::env::temp_dir().join(format!("dbward-e2e-{}", std::process::id()));
         std::fs::create_dir_all(&work).unwrap();
-        Some(Cluster { kubeconfig, kubectl, work })
+        Some(Cluster {
+            kubeconfig,
+            kubectl,
+            work,
+        })
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Run {
@@ -89,7 +111,12 @@ impl Cluster {
             .stderr(Stdio::piped())
             .spawn()
             .expect("kubectl runs");
-        child.stdin.take().unwrap().write_all(manifest.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(manifest.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap().into()
     }
 
@@ -104,25 +131,55 @@ impl Cluster {
         let out = self.kubectl(&["get", kind, name, "-n", namespace, "-o", "json"]);
         let object: Value = serde_json::from_str(&out.stdout).ok()?;
         let conditions = object["status"]["conditions"].as_array()?;
-        conditions.iter().any(|c| c["type"] == "Ready" && c["status"] == "True").then_some(())
+        conditions
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            .then_some(())
     }
 
     /// CRDs, namespaces, the webhook and the controller; webhook configurations pointing at it.
     pub fn install(&self) -> Dbward {
         let out = self.apply_stdin(NAMESPACES, &[]);
         assert!(out.ok(), "{}", out.text());
+        let out = self.apply_stdin(GC_ACCESS, &[]);
+        assert!(out.ok(), "{}", out.text());
         // kubectl before 1.25 does not know x-kubernetes-validations; the API server ignores it.
         let out = self.kubectl(&["apply", "--validate=false", "-f", "crds/"]);
         assert!(out.ok(), "{}", out.text());
-        let out = self.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "crd", "-l", "app.kubernetes.io/part-of!=nothing"]);
-        assert!(out.ok() || out.text().contains("no matching resources"), "{}", out.text());
+        let out = self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "-l",
+            "app.kubernetes.io/part-of!=nothing",
+        ]);
+        assert!(
+            out.ok() || out.text().contains("no matching resources"),
+            "{}",
+            out.text()
+        );
 
         // Where the API server reaches the webhook: this host's loopback, or for kind the
         // address of the host on the cluster's network (DBWARD_E2E_WEBHOOK_HOST, e.g. 172.17.0.1).
         let host = std::env::var("DBWARD_E2E_WEBHOOK_HOST").unwrap_or_else(|_| "127.0.0.1".into());
-        let bind = if host == "127.0.0.1" { "127.0.0.1" } else { "0.0.0.0" };
+        let bind = if host == "127.0.0.1" {
+            "127.0.0.1"
+        } else {
+            "0.0.0.0"
+        };
         let certs = self.work.join("certs");
-        run_dbward(&["certs", "--service", "dbward-webhook", "--namespace", "dbward-system", "--ip", &host, "--out", certs.to_str().unwrap()]);
+        run_dbward(&[
+            "certs",
+            "--service",
+            "dbward-webhook",
+            "--namespace",
+            "dbward-system",
+            "--ip",
+            &host,
+            "--out",
+            certs.to_str().unwrap(),
+        ]);
         let port = free_port();
         let metrics = free_port();
         let kubeconfig = self.kubeconfig.to_str().unwrap();
@@ -142,9 +199,20 @@ impl Cluster {
             ],
             &self.work.join("webhook.log"),
         );
-        let controller = spawn_dbward(&["controller", "--kubeconfig", kubeconfig], &self.work.join("controller.log"));
-        let mut dbward = Dbward { webhook: Some(webhook), controller, cluster_kubeconfig: self.kubeconfig.clone(), kubectl: self.kubectl.clone() };
-        eventually("the webhook is ready", || http_ok(metrics, "/readyz").then_some(()));
+        let controller = spawn_dbward(
+            &["controller", "--kubeconfig", kubeconfig],
+            &self.work.join("controller.log"),
+        );
+        let mut dbward = Dbward {
+            webhook: Some(webhook),
+            controller,
+            cluster_kubeconfig: self.kubeconfig.clone(),
+            kubectl: self.kubectl.clone(),
+            logs: self.work.clone(),
+        };
+        eventually("the webhook is ready", || {
+            http_ok(metrics, "/readyz").then_some(())
+        });
 
         let config = run_dbward(&[
             "webhook-config",
@@ -158,10 +226,18 @@ impl Cluster {
         let out = self.apply_stdin(&config, &[]);
         assert!(out.ok(), "{}", out.text());
         // The API server picks webhook configurations up asynchronously.
-        let probe = manifest("ConnectionPool", "team-a", "probe", "project: platform\n  serviceName: shared-pg\n  databaseName: orders\n  poolSize: 0");
+        // Only the webhook knows that this service does not exist.
+        let probe = manifest(
+            "Database",
+            "team-a",
+            "probe",
+            "project: platform\n  serviceName: no-such-service",
+        );
         eventually("the API server calls the webhook", || {
             let out = self.apply_stdin(&probe, &["--dry-run=server"]);
-            out.text().contains("must be between").then_some(())
+            out.text()
+                .contains("no DatabaseService has this name")
+                .then_some(())
         });
         dbward.check_alive();
         dbward
@@ -181,6 +257,7 @@ pub struct Dbward {
     controller: Child,
     cluster_kubeconfig: PathBuf,
     kubectl: PathBuf,
+    logs: PathBuf,
 }
 
 impl Dbward {
@@ -193,18 +270,35 @@ impl Dbward {
 
     fn check_alive(&mut self) {
         if let Some(webhook) = &mut self.webhook {
-            assert!(webhook.try_wait().unwrap().is_none(), "dbward webhook exited");
+            assert!(
+                webhook.try_wait().unwrap().is_none(),
+                "dbward webhook exited"
+            );
         }
-        assert!(self.controller.try_wait().unwrap().is_none(), "dbward controller exited");
+        assert!(
+            self.controller.try_wait().unwrap().is_none(),
+            "dbward controller exited"
+        );
     }
 }
 
 impl Drop for Dbward {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            for log in ["webhook.log", "controller.log"] {
+                let text = std::fs::read_to_string(self.logs.join(log)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("--- last lines of {log} ---");
+                tail.iter().rev().for_each(|l| eprintln!("{l}"));
+            }
+        }
         self.stop_webhook();
         self.controller.kill().ok();
         self.controller.wait().ok();
-        for kind in ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"] {
+        for kind in [
+            "validatingwebhookconfiguration",
+            "mutatingwebhookconfiguration",
+        ] {
             Command::new(&self.kubectl)
                 .args(["delete", "--ignore-not-found", kind, "dbward"])
                 .env("KUBECONFIG", &self.cluster_kubeconfig)
@@ -215,8 +309,15 @@ impl Drop for Dbward {
 }
 
 fn run_dbward(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_dbward")).args(args).output().unwrap();
-    assert!(out.status.success(), "dbward {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_dbward"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dbward {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -232,14 +333,25 @@ fn spawn_dbward(args: &[&str], log: &Path) -> Child {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn http_ok(port: u16, path: &str) -> bool {
     use std::io::Read;
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
-    if write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").is_err() {
+    if write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
         return false;
     }
     let mut response = String::new();
@@ -261,15 +373,35 @@ pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
 
 /// A namespaced dbward manifest with `spec` given as indented YAML lines.
 pub fn manifest(kind: &str, namespace: &str, name: &str, spec: &str) -> String {
-    format!("apiVersion: dbward.dev/v1alpha1\nkind: {kind}\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  {spec}\n")
+    format!(
+        "apiVersion: dbward.dev/v1alpha1\nkind: {kind}\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  {spec}\n"
+    )
 }
 
 /// Run SQL on the local PostgreSQL as `postgres`.
 pub fn psql(sql: &str) -> String {
+    psql_in("postgres", sql)
+}
+
+/// Run SQL in one database of the local PostgreSQL as `postgres`.
+pub fn psql_in(database: &str, sql: &str) -> String {
     let out = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-tAc", sql])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-tAc",
+            sql,
+        ])
         .output()
         .expect("psql runs");
-    assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
