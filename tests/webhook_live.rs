@@ -176,6 +176,28 @@ async fn the_live_snapshot_follows_the_cluster() {
         .await
         .unwrap();
 
+    // What the caches have not seen yet is read from the API server: found by the e2e suite,
+    // where one `kubectl apply` of a service and the objects using it was denied.
+    let read_through = dbward::webhook::live::ReadThrough::new(kube.clone(), &operator_ns);
+    let empty = dbward::admission::Snapshot::new(&operator_ns, true);
+    let object = review["request"]["object"].clone();
+    let completed = read_through
+        .complete(&empty, "ConnectionPool", Some(&app_ns), &object)
+        .await
+        .expect("the service and the namespace are read through");
+    assert!(completed.services.contains_key(&service_name));
+    assert!(completed.namespaces.contains_key(&app_ns));
+    let service_object = serde_json::to_value(&service).unwrap();
+    let completed = read_through
+        .complete(&empty, "DatabaseService", None, &service_object)
+        .await
+        .expect("the connector Secret is read through");
+    assert!(
+        completed
+            .connector_secrets
+            .contains_key(&(operator_ns.clone(), "pg-connector".to_string()))
+    );
+
     let last = std::sync::Arc::new(std::sync::Mutex::new(Value::Null));
     eventually("the review to be allowed once the service exists", || {
         let client = client.clone();
