@@ -171,6 +171,33 @@ fn end_to_end() {
         psql("SELECT count(*) FROM pg_database WHERE datname = 'orders'"),
         "1"
     );
+    eventually("ServiceUser inventory-app (MariaDB) is Ready", || {
+        cluster.ready("serviceuser", "team-a", "inventory-app")
+    });
+    eventually("Database inventory (MariaDB) is Ready", || {
+        cluster.ready("database", "team-a", "inventory")
+    });
+    let claim = cluster.get_json("databaseclaim", "team-b", "backing-store");
+    let claimed = claim["status"]["databaseName"]
+        .as_str()
+        .expect("the claim pins its database name")
+        .to_string();
+    assert_eq!(
+        psql(&format!(
+            "SELECT count(*) FROM pg_database WHERE datname = '{claimed}'"
+        )),
+        "1"
+    );
+    assert_eq!(
+        harness::mariadb("SELECT count(*) FROM mysql.user WHERE user = 'inventory_app'"),
+        "1"
+    );
+    assert_eq!(
+        harness::mariadb(
+            "SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'inventory_app'"
+        ),
+        "1"
+    );
     let secret = cluster.get_json("secret", "team-a", "orders-app-db");
     let keys: Vec<&str> = secret["data"]
         .as_object()
