@@ -1258,3 +1258,30 @@ fn kinds_that_are_not_dbwards_are_allowed_untouched() {
     allowed(&v);
     assert!(v.patch.0.is_empty());
 }
+
+#[test]
+fn the_webhooks_halves_agree_with_the_whole() {
+    use dbward::admission::{admit_for_mutation, admit_for_validation};
+    for object in [
+        pool(),
+        with(&pool(), "/spec/poolMode", json!("bulk")),
+        with(&pool(), "/spec/project", json!("x y")),
+        user(),
+        pg_cluster(),
+    ] {
+        let request = request(Operation::Create, Some(&object), None);
+        let whole = admit(&request, &cluster());
+        let mutation = admit_for_mutation(&request, &cluster());
+        let validation = admit_for_validation(&request, &cluster());
+        assert!(
+            mutation.allowed && mutation.errors.is_empty(),
+            "/mutate never denies"
+        );
+        assert_eq!(mutation.patch, whole.patch);
+        assert_eq!(
+            (validation.allowed, &validation.errors, &validation.warnings),
+            (whole.allowed, &whole.errors, &whole.warnings)
+        );
+        assert!(validation.patch.0.is_empty());
+    }
+}

@@ -110,13 +110,38 @@ impl Verdict {
     }
 }
 
-/// Decide one admission request.
+/// What a caller needs from the engine: the mutating webhook only the defaults, the validating
+/// webhook only the verdict; `dbward validate` and the tests both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    Both,
+    Defaults,
+    Rules,
+}
+
+/// Decide one admission request: the defaults as a patch, and the verdict of every rule.
 pub fn admit(request: &Request<'_>, snapshot: &Snapshot) -> Verdict {
+    judge(request, snapshot, Purpose::Both)
+}
+
+/// What `/mutate` needs: the defaults as a patch, with no rule run (the validating webhook
+/// judges the defaulted object). Always allowed.
+pub fn admit_for_mutation(request: &Request<'_>, snapshot: &Snapshot) -> Verdict {
+    judge(request, snapshot, Purpose::Defaults)
+}
+
+/// What `/validate` needs: the verdict on the defaulted object, without computing the patch.
+pub fn admit_for_validation(request: &Request<'_>, snapshot: &Snapshot) -> Verdict {
+    judge(request, snapshot, Purpose::Rules)
+}
+
+fn judge(request: &Request<'_>, snapshot: &Snapshot, purpose: Purpose) -> Verdict {
     if crate::api::kind_info(request.kind).is_none() {
         return Verdict::allow();
     }
     match request.operation {
         Operation::Connect => Verdict::allow(),
+        Operation::Delete if purpose == Purpose::Defaults => Verdict::allow(),
         Operation::Delete => admit_delete(request, snapshot),
         Operation::Create | Operation::Update => {
             if request.subresource.is_some() {
@@ -137,7 +162,7 @@ pub fn admit(request: &Request<'_>, snapshot: &Snapshot) -> Verdict {
             {
                 return Verdict::allow();
             }
-            admit_write(request, object, snapshot)
+            admit_write(request, object, snapshot, purpose)
         }
     }
 }
@@ -168,7 +193,12 @@ fn bookkeeping_only(object: &Value, old: &Value) -> bool {
     object.get("spec") == old.get("spec")
 }
 
-fn admit_write(request: &Request<'_>, object: &Value, snapshot: &Snapshot) -> Verdict {
+fn admit_write(
+    request: &Request<'_>,
+    object: &Value,
+    snapshot: &Snapshot,
+    purpose: Purpose,
+) -> Verdict {
     let meta = Meta::of(request, object);
     let mut defaulted = object.clone();
     match request.kind {
@@ -181,7 +211,17 @@ fn admit_write(request: &Request<'_>, object: &Value, snapshot: &Snapshot) -> Ve
         "DatabaseOpsRequest" => database_ops_request::default(&mut defaulted),
         _ => {}
     }
-    let patch = json_patch::diff(object, &defaulted);
+    let patch = match purpose {
+        Purpose::Rules => json_patch::Patch(Vec::new()),
+        Purpose::Both | Purpose::Defaults => json_patch::diff(object, &defaulted),
+    };
+    if purpose == Purpose::Defaults {
+        return Verdict {
+            allowed: true,
+            patch,
+            ..Verdict::default()
+        };
+    }
 
     let mut checker = Checker::new(snapshot);
     let old = request.old_object;

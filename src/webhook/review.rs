@@ -307,10 +307,15 @@ pub fn answer(
         old_object: request.old_object.as_ref(),
         subresource: request.sub_resource.as_deref().filter(|s| !s.is_empty()),
     };
-    let verdict = engine::admit(&engine_request, snapshot);
     match endpoint {
-        Endpoint::Mutate => mutate_answer(&request.uid, &verdict),
-        Endpoint::Validate => validate_answer(&request.uid, &request.kind.kind, name, &verdict),
+        Endpoint::Mutate => mutate_answer(
+            &request.uid,
+            &engine::admit_for_mutation(&engine_request, snapshot),
+        ),
+        Endpoint::Validate => {
+            let verdict = engine::admit_for_validation(&engine_request, snapshot);
+            validate_answer(&request.uid, &request.kind.kind, name, &verdict)
+        }
     }
 }
 
