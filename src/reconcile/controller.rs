@@ -199,7 +199,10 @@ impl Reconciled for Database {
         self.status.as_ref()
     }
     fn conditions(&self) -> Vec<Condition> {
-        self.status.clone().unwrap_or_default().conditions
+        self.status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default()
     }
     fn next_status(&self, conditions: Vec<Condition>, _: Option<&Names>) -> CommonStatus {
         CommonStatus {
@@ -222,7 +225,10 @@ impl Reconciled for ServiceUser {
         self.status.as_ref()
     }
     fn conditions(&self) -> Vec<Condition> {
-        self.status.clone().unwrap_or_default().conditions
+        self.status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default()
     }
     fn next_status(&self, conditions: Vec<Condition>, _: Option<&Names>) -> CommonStatus {
         CommonStatus {
@@ -245,7 +251,10 @@ impl Reconciled for DatabaseClaim {
         self.status.as_ref()
     }
     fn conditions(&self) -> Vec<Condition> {
-        self.status.clone().unwrap_or_default().common.conditions
+        self.status
+            .as_ref()
+            .map(|s| s.common.conditions.clone())
+            .unwrap_or_default()
     }
     fn next_status(
         &self,
