@@ -5,28 +5,12 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{TempMariadb, my, my_info, my_raw, unique};
+use common::{TempMariadb, assert_converged_role, my, my_info, my_raw, role as user, unique};
 use dbward::sql::{
     Attribute, DatabaseSpec, Error, Password, PasswordState, PrivilegeLevel, PrivilegeSpec,
-    RoleFlag, RoleSpec, Server, SqlAction, plan_database, plan_privileges, plan_role,
+    RoleFlag, Server, SqlAction, plan_database, plan_privileges, plan_role,
 };
 use mysql_async::prelude::Queryable;
-
-fn user(name: &str, flags: &[RoleFlag], password: &str) -> RoleSpec {
-    RoleSpec {
-        name: name.to_owned(),
-        flags: flags.iter().copied().collect(),
-        password: Some(Password::new(password)),
-        ..RoleSpec::default()
-    }
-}
-
-async fn assert_converged_role(server: &Server, spec: &RoleSpec) {
-    let before = server.writes();
-    let actions = server.ensure_role(spec).await.expect("ensure role");
-    assert_eq!(actions, vec![], "user {:?} should need nothing", spec.name);
-    assert_eq!(server.writes(), before, "no write statements expected");
-}
 
 /// Privileges of `'user'@'%'` on `db`.* as SHOW GRANTS would tell, from mysql.db.
 async fn db_privileges(conn: &mut mysql_async::Conn, user: &str, db_pattern: &str) -> Vec<String> {

@@ -5,28 +5,11 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{TempPostgres, pg, pg_info, pg_raw, unique};
+use common::{TempPostgres, assert_converged_role, pg, pg_info, pg_raw, role, unique};
 use dbward::sql::{
     Attribute, DatabaseSpec, Error, Password, PasswordState, PrivilegeLevel, PrivilegeSpec,
     RoleFlag, RoleSpec, Server, SqlAction, plan_database, plan_privileges, plan_role,
 };
-
-fn role(name: &str, flags: &[RoleFlag], password: &str) -> RoleSpec {
-    RoleSpec {
-        name: name.to_owned(),
-        flags: flags.iter().copied().collect(),
-        password: Some(Password::new(password)),
-        ..RoleSpec::default()
-    }
-}
-
-/// Plans `spec` against a fresh observation; applying must leave nothing to do.
-async fn assert_converged_role(server: &Server, spec: &RoleSpec) {
-    let before = server.writes();
-    let actions = server.ensure_role(spec).await.expect("ensure role");
-    assert_eq!(actions, vec![], "role {:?} should need nothing", spec.name);
-    assert_eq!(server.writes(), before, "no write statements expected");
-}
 
 /// Drops a database that a connection of the test itself just closed (its backend exits
 /// asynchronously).

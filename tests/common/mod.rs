@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dbward::sql::{ConnectionInfo, Engine, Server};
+use dbward::sql::{ConnectionInfo, Engine, Password, RoleFlag, RoleSpec, Server};
 
 /// A name prefix unique to this process and call: `t<6 base36>_`.
 pub fn unique() -> String {
@@ -259,4 +259,22 @@ impl Drop for TempMariadb {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A role (a user, on MySQL) with these flags and this password, nothing else.
+pub fn role(name: &str, flags: &[RoleFlag], password: &str) -> RoleSpec {
+    RoleSpec {
+        name: name.to_owned(),
+        flags: flags.iter().copied().collect(),
+        password: Some(Password::new(password)),
+        ..RoleSpec::default()
+    }
+}
+
+/// Plans `spec` against a fresh observation; applying must leave nothing to do and write nothing.
+pub async fn assert_converged_role(server: &Server, spec: &RoleSpec) {
+    let before = server.writes();
+    let actions = server.ensure_role(spec).await.expect("ensure role");
+    assert_eq!(actions, vec![], "role {:?} should need nothing", spec.name);
+    assert_eq!(server.writes(), before, "no write statements expected");
 }
