@@ -28,6 +28,10 @@ use clap::Parser;
 use dbward::webhook::{self, AppState, Timeouts};
 use webhook_support::{Client, fixture, fixture_dir, make_certs};
 
+/// The same allocator as the `dbward` binary, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(about = "Load benchmark of the dbward admission webhook")]
 struct Args {
@@ -53,6 +57,17 @@ struct Args {
     /// Log every request through a tracing subscriber (into a sink), as production does.
     #[arg(long)]
     log: bool,
+    /// Rounds of each review in the handler-work measurement.
+    #[arg(long, default_value_t = 20_000)]
+    rounds: u32,
+    /// Measure only the handler's work (parse, engine, answer) and stop: for profilers such as
+    /// `valgrind --tool=callgrind`, whose instruction counts do not depend on the machine's load.
+    #[arg(long)]
+    handler_only: bool,
+    /// Drive only one side in the closed-loop runs (`dbward` or `baseline`), e.g. under `perf
+    /// record`, to see where each side's time goes; no ratio is printed then.
+    #[arg(long, value_parser = ["dbward", "baseline"])]
+    only: Option<String>,
 }
 
 /// What the clients send: realistic reviews, each to the endpoint the API server would use.
@@ -300,7 +315,7 @@ async fn open_loop(
 
 /// CPU time of the handler's own work (parse, judge, serialize) per review, on one thread,
 /// without the network: what dbward adds to the baseline.
-fn handler_cost(snapshot: &dbward::webhook::SharedSnapshot) {
+fn handler_cost(snapshot: &dbward::webhook::SharedSnapshot, rounds: u32) {
     println!("\nhandler work per review on one thread (parse + engine + answer), no network");
     for (name, endpoint) in [
         ("create-connectionpool.json", webhook::Endpoint::Mutate),
@@ -326,10 +341,9 @@ fn handler_cost(snapshot: &dbward::webhook::SharedSnapshot) {
                 .0
                 .len()
         };
-        for _ in 0..1000 {
+        for _ in 0..rounds.min(1000) {
             std::hint::black_box(once());
         }
-        let rounds = 20_000;
         let started = Instant::now();
         for _ in 0..rounds {
             std::hint::black_box(once());
@@ -410,7 +424,10 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         protocol,
     );
-    handler_cost(&shared_snapshot);
+    handler_cost(&shared_snapshot, args.rounds.max(1));
+    if args.handler_only {
+        return;
+    }
     println!(
         "\nclosed loop, {:?} per run in {} slices alternating with the baseline, after {:?} warm-up; \
          latency as the client sees it",
@@ -427,24 +444,34 @@ fn main() {
             let mut real = Figures::default();
             for i in 0..args.slices.max(1) {
                 let warmup = if i == 0 { args.warmup } else { Duration::ZERO };
-                base.merge(
-                    closed_loop(
-                        &client,
-                        clients,
-                        requests.clone(),
-                        Some("/baseline"),
-                        warmup,
-                        slice,
-                    )
-                    .await,
-                );
-                real.merge(
-                    closed_loop(&client, clients, requests.clone(), None, warmup, slice).await,
-                );
+                if args.only.as_deref() != Some("dbward") {
+                    base.merge(
+                        closed_loop(
+                            &client,
+                            clients,
+                            requests.clone(),
+                            Some("/baseline"),
+                            warmup,
+                            slice,
+                        )
+                        .await,
+                    );
+                }
+                if args.only.as_deref() != Some("baseline") {
+                    real.merge(
+                        closed_loop(&client, clients, requests.clone(), None, warmup, slice).await,
+                    );
+                }
             }
-            let ratio = real.rate() / base.rate();
-            println!("{}", base.row("baseline", &clients.to_string()));
-            println!("{}   {ratio:.2}", real.row("dbward", &clients.to_string()));
+            match args.only.as_deref() {
+                Some("dbward") => println!("{}", real.row("dbward", &clients.to_string())),
+                Some(_) => println!("{}", base.row("baseline", &clients.to_string())),
+                None => {
+                    let ratio = real.rate() / base.rate();
+                    println!("{}", base.row("baseline", &clients.to_string()));
+                    println!("{}   {ratio:.2}", real.row("dbward", &clients.to_string()));
+                }
+            }
         }
         if args.rate > 0 {
             println!(

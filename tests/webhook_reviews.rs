@@ -27,29 +27,10 @@ fn review(name: &str) -> Value {
 /// What `/validate` should answer: the engine's verdict for the review, computed in-process
 /// with the same snapshot the test webhook uses, in the wire format.
 fn engine_answer(review: &Value) -> Value {
-    let dir = webhook_support::fixture_dir();
-    let snapshot = dbward::webhook::snapshot::offline(
-        Some(&dir.join("policy.yaml")),
-        &[dir.join("context.yaml")],
-        "dbward-system",
-    )
-    .unwrap();
     let request = &review["request"];
     let kind = request["kind"]["kind"].as_str().unwrap();
     let name = request["name"].as_str().unwrap();
-    let verdict = dbward::admission::admit(
-        &dbward::admission::Request {
-            operation: dbward::admission::Operation::parse(request["operation"].as_str().unwrap())
-                .unwrap(),
-            kind,
-            namespace: request["namespace"].as_str(),
-            name,
-            object: Some(&request["object"]).filter(|o| !o.is_null()),
-            old_object: Some(&request["oldObject"]).filter(|o| !o.is_null()),
-            subresource: request["subResource"].as_str(),
-        },
-        &snapshot,
-    );
+    let verdict = engine_verdict(review);
     let mut answer = json!({"uid": request["uid"], "allowed": verdict.allowed});
     if !verdict.allowed {
         let causes: Vec<Value> = verdict
@@ -74,6 +55,31 @@ fn engine_answer(review: &Value) -> Value {
     answer
 }
 
+/// The engine's verdict on the review's objects as the API server sent them, whole.
+fn engine_verdict(review: &Value) -> dbward::admission::Verdict {
+    let dir = webhook_support::fixture_dir();
+    let snapshot = dbward::webhook::snapshot::offline(
+        Some(&dir.join("policy.yaml")),
+        &[dir.join("context.yaml")],
+        "dbward-system",
+    )
+    .unwrap();
+    let request = &review["request"];
+    dbward::admission::admit(
+        &dbward::admission::Request {
+            operation: dbward::admission::Operation::parse(request["operation"].as_str().unwrap())
+                .unwrap(),
+            kind: request["kind"]["kind"].as_str().unwrap(),
+            namespace: request["namespace"].as_str(),
+            name: request["name"].as_str().unwrap(),
+            object: Some(&request["object"]).filter(|o| !o.is_null()),
+            old_object: Some(&request["oldObject"]).filter(|o| !o.is_null()),
+            subresource: request["subResource"].as_str(),
+        },
+        &snapshot,
+    )
+}
+
 /// The JSON Patch of a /mutate answer, decoded; `None` when there is none.
 fn patch_of(response: &Value) -> Option<json_patch::Patch> {
     let encoded = response.get("patch")?.as_str().unwrap();
@@ -82,6 +88,43 @@ fn patch_of(response: &Value) -> Option<json_patch::Patch> {
         .decode(encoded)
         .unwrap();
     Some(serde_json::from_slice(&decoded).unwrap())
+}
+
+/// The webhook reads only the parts of an object the engine reads (no status, managedFields
+/// or last-applied copy); for every fixture both endpoints answer as the engine does on the
+/// whole objects.
+#[tokio::test]
+async fn skipping_what_the_engine_does_not_read_changes_no_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client, _) = start_webhook(dir.path(), |_| {}).await;
+    let mut connection = client.connect().await.unwrap();
+    let mut fixtures: Vec<_> = std::fs::read_dir(webhook_support::fixture_dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".json"))
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 8, "{fixtures:?}");
+    for name in fixtures {
+        let review = review(&name);
+        let is_dbward = review["request"]["kind"]["group"] == "dbward.dev";
+        if is_dbward {
+            let validated = ask(&mut connection, "/validate", &review).await;
+            assert_eq!(validated, engine_answer(&review), "{name}");
+        }
+        let mutated = ask(&mut connection, "/mutate", &review).await;
+        let expected = if is_dbward {
+            engine_verdict(&review).patch
+        } else {
+            json_patch::Patch(Vec::new())
+        };
+        assert_eq!(
+            patch_of(&mutated).unwrap_or(json_patch::Patch(Vec::new())),
+            expected,
+            "{name}"
+        );
+    }
+    server.shutdown().await;
 }
 
 #[tokio::test]

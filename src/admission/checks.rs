@@ -2,7 +2,7 @@
 //! metadata, and the checks of the fields every service-scoped kind has.
 
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::field::{FieldError, child};
 use super::policy::Rule;
@@ -138,6 +138,10 @@ fn parse_spec<T: DeserializeOwned>(object: &Value) -> Result<T, FieldError> {
     let Some(spec) = object.get("spec") else {
         return Err(FieldError::required("spec", ""));
     };
+    // Most specs parse; only a failure pays for tracking the path to the offending field.
+    if let Ok(parsed) = T::deserialize(spec) {
+        return Ok(parsed);
+    }
     serde_path_to_error::deserialize(spec).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." {
@@ -451,50 +455,105 @@ pub fn is_dns_subdomain(s: &str) -> bool {
 
 // ---- defaults ----------------------------------------------------------------------------
 
-/// Set `pointer` to `value` when it is absent or null; never overwrite what the user set.
-pub(crate) fn fill(object: &mut Value, pointer: &str, value: Value) {
-    let mut current = object;
-    let mut parts = pointer.trim_start_matches('/').split('/').peekable();
-    while let Some(part) = parts.next() {
-        if !current.is_object() {
-            return; // a scalar where an object belongs: leave it for the rules to report
+/// An object with its defaults filled in, remembering where they went: the patch is made from
+/// the filled places instead of by diffing two trees.
+pub(crate) struct Defaults {
+    pub object: Value,
+    /// JSON pointers of the members added (`false`) or set where they were null (`true`); a fill
+    /// inside a member already recorded here is part of that member's value.
+    filled: Vec<(String, bool)>,
+}
+
+impl Defaults {
+    pub fn new(object: Value) -> Defaults {
+        Defaults {
+            object,
+            filled: Vec::new(),
         }
-        let map = current.as_object_mut().expect("checked above");
-        if parts.peek().is_none() {
-            match map.get(part) {
-                None | Some(Value::Null) => {
-                    map.insert(part.to_string(), value);
+    }
+
+    /// Set `pointer` to `value` when it is absent or null; never overwrite what the user set.
+    /// Missing objects on the way are created; a scalar where an object belongs is left for the
+    /// rules to report.
+    pub fn fill(&mut self, pointer: &str, value: Value) {
+        let parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
+        let mut current = &mut self.object;
+        let mut walked = 0; // bytes of `pointer` that lead to `current`
+        for (i, part) in parts.iter().enumerate() {
+            let Some(map) = current.as_object_mut() else {
+                return;
+            };
+            walked += 1 + part.len();
+            let last = i + 1 == parts.len();
+            match map.get(*part) {
+                Some(present) if !present.is_null() => {
+                    if last {
+                        return;
+                    }
+                    current = map.get_mut(*part).expect("present above");
                 }
-                Some(_) => {}
+                absent_or_null => {
+                    let replaced = absent_or_null.is_some();
+                    // What goes here: the value, wrapped in the objects still missing below.
+                    let built = parts[i + 1..].iter().rev().fold(value, |inner, key| {
+                        Value::Object(serde_json::Map::from_iter([(key.to_string(), inner)]))
+                    });
+                    map.insert((*part).to_string(), built);
+                    self.record(&pointer[..walked], replaced);
+                    return;
+                }
             }
-            return;
         }
-        let entry = map.entry(part.to_string()).or_insert_with(|| json!({}));
-        if entry.is_null() {
-            *entry = json!({});
+    }
+
+    fn record(&mut self, pointer: &str, replaced: bool) {
+        let inside_filled = self.filled.iter().any(|(outer, _)| {
+            pointer
+                .strip_prefix(outer.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+        });
+        if !inside_filled {
+            self.filled.push((pointer.to_string(), replaced));
         }
-        current = entry;
+    }
+
+    /// The filled places as RFC 6902 operations, in the order they were filled.
+    pub fn patch(&self) -> json_patch::Patch {
+        use json_patch::jsonptr::PointerBuf;
+        use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
+        let operations = self
+            .filled
+            .iter()
+            .filter_map(|(pointer, replaced)| {
+                let value = self.object.pointer(pointer)?.clone();
+                let path = PointerBuf::parse(pointer.as_str()).ok()?;
+                Some(if *replaced {
+                    PatchOperation::Replace(ReplaceOperation { path, value })
+                } else {
+                    PatchOperation::Add(AddOperation { path, value })
+                })
+            })
+            .collect();
+        json_patch::Patch(operations)
     }
 }
 
 /// Default the connection Secret's name (`metadata.name`) and key prefix (`KIND_`), unless the
 /// Secret is disabled.
-pub(crate) fn default_secret_target(object: &mut Value, meta: &Meta, prefix: &str) {
-    if object.pointer("/spec/connInfoSecretTargetDisabled") == Some(&Value::Bool(true))
+pub(crate) fn default_secret_target(defaults: &mut Defaults, meta: &Meta, prefix: &str) {
+    if defaults
+        .object
+        .pointer("/spec/connInfoSecretTargetDisabled")
+        == Some(&Value::Bool(true))
         || meta.name.is_empty()
     {
         return;
     }
-    fill(
-        object,
+    defaults.fill(
         "/spec/connInfoSecretTarget/name",
         Value::from(meta.name.as_str()),
     );
-    fill(
-        object,
-        "/spec/connInfoSecretTarget/prefix",
-        Value::from(prefix),
-    );
+    defaults.fill("/spec/connInfoSecretTarget/prefix", Value::from(prefix));
 }
 
 // ---- durations ---------------------------------------------------------------------------
@@ -539,6 +598,7 @@ pub fn parse_duration(s: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn durations_parse_like_go() {
@@ -552,12 +612,31 @@ mod tests {
     }
 
     #[test]
-    fn fill_only_fills_what_is_missing() {
-        let mut v = json!({"spec": {"a": 1, "b": null}});
-        fill(&mut v, "/spec/a", json!(2));
-        fill(&mut v, "/spec/b", json!(3));
-        fill(&mut v, "/spec/c/d", json!(4));
-        assert_eq!(v, json!({"spec": {"a": 1, "b": 3, "c": {"d": 4}}}));
+    fn fill_only_fills_what_is_missing_and_patches_exactly_that() {
+        let original = json!({"spec": {"a": 1, "b": null, "s": "scalar"}});
+        let mut d = Defaults::new(original.clone());
+        d.fill("/spec/a", json!(2));
+        d.fill("/spec/b", json!(3));
+        d.fill("/spec/c/d", json!(4));
+        d.fill("/spec/c/e", json!(5));
+        d.fill("/spec/s/x", json!(6));
+        d.fill("/status/x", json!(7));
+        assert_eq!(
+            d.object,
+            json!({"spec": {"a": 1, "b": 3, "c": {"d": 4, "e": 5}, "s": "scalar"}, "status": {"x": 7}})
+        );
+        assert_eq!(
+            serde_json::to_value(d.patch()).unwrap(),
+            json!([
+                {"op": "replace", "path": "/spec/b", "value": 3},
+                {"op": "add", "path": "/spec/c", "value": {"d": 4, "e": 5}},
+                {"op": "add", "path": "/status", "value": {"x": 7}},
+            ])
+        );
+        let mut patched = original;
+        json_patch::patch(&mut patched, &d.patch()).unwrap();
+        assert_eq!(patched, d.object);
+        assert!(Defaults::new(d.object.clone()).patch().0.is_empty());
     }
 
     #[test]

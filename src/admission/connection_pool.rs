@@ -3,7 +3,8 @@
 use serde_json::Value;
 
 use super::checks::{
-    Checker, Meta, check_binding, check_secret_target, check_sql_name, default_secret_target, fill,
+    Checker, Defaults, Meta, check_binding, check_secret_target, check_sql_name,
+    default_secret_target,
 };
 use super::field::FieldError;
 use super::policy::Rule;
@@ -11,10 +12,10 @@ use crate::api::connection_pool::{DEFAULT_POOL_SIZE, SECRET_PREFIX};
 use crate::api::database::MAX_DATABASE_NAME;
 use crate::api::{ConnectionPoolSpec, Engine};
 
-pub(crate) fn default(object: &mut Value, meta: &Meta) {
-    default_secret_target(object, meta, SECRET_PREFIX);
-    fill(object, "/spec/poolMode", Value::from("transaction"));
-    fill(object, "/spec/poolSize", Value::from(DEFAULT_POOL_SIZE));
+pub(crate) fn default(defaults: &mut Defaults, meta: &Meta) {
+    default_secret_target(defaults, meta, SECRET_PREFIX);
+    defaults.fill("/spec/poolMode", Value::from("transaction"));
+    defaults.fill("/spec/poolSize", Value::from(DEFAULT_POOL_SIZE));
 }
 
 pub(crate) fn validate(

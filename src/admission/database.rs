@@ -2,21 +2,17 @@
 
 use serde_json::Value;
 
-use super::checks::{Checker, Meta, check_binding, check_sql_name, fill};
+use super::checks::{Checker, Defaults, Meta, check_binding, check_sql_name};
 use super::field::FieldError;
 use super::policy::Rule;
 use crate::api::database::MAX_DATABASE_NAME;
 use crate::api::{DatabaseSpec, Engine};
 
-pub(crate) fn default(object: &mut Value, meta: &Meta) {
+pub(crate) fn default(defaults: &mut Defaults, meta: &Meta) {
     if !meta.name.is_empty() {
-        fill(
-            object,
-            "/spec/databaseName",
-            Value::from(meta.name.as_str()),
-        );
+        defaults.fill("/spec/databaseName", Value::from(meta.name.as_str()));
     }
-    fill(object, "/spec/deletionPolicy", Value::from("Retain"));
+    defaults.fill("/spec/deletionPolicy", Value::from("Retain"));
 }
 
 pub(crate) fn validate(

@@ -3,16 +3,16 @@
 use serde_json::Value;
 
 use super::checks::{
-    Checker, Meta, check_binding, check_secret_target, default_secret_target, fill,
+    Checker, Defaults, Meta, check_binding, check_secret_target, default_secret_target,
 };
 use super::field::FieldError;
 use super::policy::Rule;
 use crate::api::DatabaseClaimSpec;
 use crate::api::database_claim::SECRET_PREFIX;
 
-pub(crate) fn default(object: &mut Value, meta: &Meta) {
-    default_secret_target(object, meta, SECRET_PREFIX);
-    fill(object, "/spec/deletionPolicy", Value::from("Retain"));
+pub(crate) fn default(defaults: &mut Defaults, meta: &Meta) {
+    default_secret_target(defaults, meta, SECRET_PREFIX);
+    defaults.fill("/spec/deletionPolicy", Value::from("Retain"));
 }
 
 pub(crate) fn validate(

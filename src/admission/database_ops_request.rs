@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::checks::{Checker, Meta, fill, parse_duration};
+use super::checks::{Checker, Defaults, Meta, parse_duration};
 use super::field::FieldError;
 use super::policy::Rule;
 use crate::api::database_ops_request::OpsType;
@@ -18,8 +18,8 @@ const SSL_MODES: [&str; 6] = [
 ];
 const CLIENT_AUTH_MODES: [&str; 3] = ["md5", "scram", "cert"];
 
-pub(crate) fn default(object: &mut Value) {
-    fill(object, "/spec/apply", Value::from("IfReady"));
+pub(crate) fn default(defaults: &mut Defaults) {
+    defaults.fill("/spec/apply", Value::from("IfReady"));
 }
 
 pub(crate) fn validate(

@@ -2,15 +2,15 @@
 
 use serde_json::Value;
 
-use super::checks::{Checker, Meta, fill, parse_duration};
+use super::checks::{Checker, Defaults, Meta, parse_duration};
 use super::field::FieldError;
 use super::policy::Rule;
 use super::{sqlcheck, templates};
 use crate::api::DatabaseQueryResourceSpec;
 
-pub(crate) fn default(object: &mut Value) {
-    fill(object, "/spec/prune", Value::Bool(true));
-    fill(object, "/spec/owned", Value::Bool(true));
+pub(crate) fn default(defaults: &mut Defaults) {
+    defaults.fill("/spec/prune", Value::Bool(true));
+    defaults.fill("/spec/owned", Value::Bool(true));
 }
 
 pub(crate) fn validate(

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::checks::{Checker, Meta, check_project, fill, is_dns_subdomain};
+use super::checks::{Checker, Defaults, Meta, check_project, is_dns_subdomain};
 use super::field::FieldError;
 use super::policy::Rule;
 use super::snapshot::Snapshot;
@@ -11,21 +11,18 @@ use crate::api::database_service::{
 };
 use crate::api::{DatabaseServiceSpec, Engine};
 
-pub(crate) fn default(object: &mut Value, _meta: &Meta, snapshot: &Snapshot) {
+pub(crate) fn default(defaults: &mut Defaults, _meta: &Meta, snapshot: &Snapshot) {
     let namespace = if snapshot.operator_namespace.is_empty() {
         super::DEFAULT_OPERATOR_NAMESPACE
     } else {
         snapshot.operator_namespace.as_str()
     };
-    if object
+    if defaults
+        .object
         .pointer("/spec/connectorSecretRef")
         .is_some_and(Value::is_object)
     {
-        fill(
-            object,
-            "/spec/connectorSecretRef/namespace",
-            Value::from(namespace),
-        );
+        defaults.fill("/spec/connectorSecretRef/namespace", Value::from(namespace));
     }
 }
 

@@ -30,7 +30,15 @@ pub use field::{ErrorType, FieldError};
 pub use policy::Rule;
 pub use snapshot::{ConnectorSecret, DEFAULT_OPERATOR_NAMESPACE, Snapshot};
 
-use checks::{Checker, Meta};
+use checks::{Checker, Defaults, Meta};
+
+/// What the engine reads of an object: these top-level fields, and of `metadata` only
+/// [`METADATA_FIELDS`]. A caller that parses objects itself (the webhook) may skip the rest —
+/// `status`, `managedFields`, kubectl's last-applied copy — and gets the same verdict; a test
+/// holds the engine to that.
+pub const OBJECT_FIELDS: [&str; 2] = ["metadata", "spec"];
+/// The fields of `metadata` the engine reads (the request's name and namespace come first).
+pub const METADATA_FIELDS: [&str; 2] = ["name", "namespace"];
 
 /// The operation of an admission request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,20 +208,20 @@ fn admit_write(
     purpose: Purpose,
 ) -> Verdict {
     let meta = Meta::of(request, object);
-    let mut defaulted = object.clone();
+    let mut defaults = Defaults::new(object.clone());
     match request.kind {
-        "DatabaseService" => database_service::default(&mut defaulted, &meta, snapshot),
-        "Database" => database::default(&mut defaulted, &meta),
-        "ServiceUser" => service_user::default(&mut defaulted, &meta),
-        "ConnectionPool" => connection_pool::default(&mut defaulted, &meta),
-        "DatabaseClaim" => database_claim::default(&mut defaulted, &meta),
-        "DatabaseQueryResource" => database_query_resource::default(&mut defaulted),
-        "DatabaseOpsRequest" => database_ops_request::default(&mut defaulted),
+        "DatabaseService" => database_service::default(&mut defaults, &meta, snapshot),
+        "Database" => database::default(&mut defaults, &meta),
+        "ServiceUser" => service_user::default(&mut defaults, &meta),
+        "ConnectionPool" => connection_pool::default(&mut defaults, &meta),
+        "DatabaseClaim" => database_claim::default(&mut defaults, &meta),
+        "DatabaseQueryResource" => database_query_resource::default(&mut defaults),
+        "DatabaseOpsRequest" => database_ops_request::default(&mut defaults),
         _ => {}
     }
     let patch = match purpose {
         Purpose::Rules => json_patch::Patch(Vec::new()),
-        Purpose::Both | Purpose::Defaults => json_patch::diff(object, &defaulted),
+        Purpose::Both | Purpose::Defaults => defaults.patch(),
     };
     if purpose == Purpose::Defaults {
         return Verdict {
@@ -222,23 +230,22 @@ fn admit_write(
             ..Verdict::default()
         };
     }
+    let defaulted = &defaults.object;
 
     let mut checker = Checker::new(snapshot);
     let old = request.old_object;
     match request.kind {
-        "DatabaseService" => database_service::validate(&mut checker, &meta, &defaulted, old),
-        "Database" => database::validate(&mut checker, &meta, &defaulted, old),
-        "ServiceUser" => service_user::validate(&mut checker, &meta, &defaulted, old),
-        "ConnectionPool" => connection_pool::validate(&mut checker, &meta, &defaulted, old),
-        "DatabaseClaim" => database_claim::validate(&mut checker, &meta, &defaulted, old),
-        "PostgresCluster" => postgres_cluster::validate(&mut checker, &meta, &defaulted, old),
+        "DatabaseService" => database_service::validate(&mut checker, &meta, defaulted, old),
+        "Database" => database::validate(&mut checker, &meta, defaulted, old),
+        "ServiceUser" => service_user::validate(&mut checker, &meta, defaulted, old),
+        "ConnectionPool" => connection_pool::validate(&mut checker, &meta, defaulted, old),
+        "DatabaseClaim" => database_claim::validate(&mut checker, &meta, defaulted, old),
+        "PostgresCluster" => postgres_cluster::validate(&mut checker, &meta, defaulted, old),
         "DatabaseQueryResource" => {
-            database_query_resource::validate(&mut checker, &meta, &defaulted, old)
+            database_query_resource::validate(&mut checker, &meta, defaulted, old)
         }
-        "DatabaseOpsRequest" => {
-            database_ops_request::validate(&mut checker, &meta, &defaulted, old)
-        }
-        "AdmissionPolicy" => admission_policy::validate(&mut checker, &meta, &defaulted, old),
+        "DatabaseOpsRequest" => database_ops_request::validate(&mut checker, &meta, defaulted, old),
+        "AdmissionPolicy" => admission_policy::validate(&mut checker, &meta, defaulted, old),
         _ => {}
     }
     checker.into_verdict(patch)

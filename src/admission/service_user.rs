@@ -5,18 +5,19 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use super::checks::{
-    Checker, Meta, check_binding, check_secret_target, check_sql_name, default_secret_target, fill,
+    Checker, Defaults, Meta, check_binding, check_secret_target, check_sql_name,
+    default_secret_target,
 };
 use super::field::{FieldError, index, key};
 use super::policy::Rule;
 use crate::api::service_user::SECRET_PREFIX;
 use crate::api::{Engine, RoleFlag, ServiceUserSpec};
 
-pub(crate) fn default(object: &mut Value, meta: &Meta) {
+pub(crate) fn default(defaults: &mut Defaults, meta: &Meta) {
     if !meta.name.is_empty() {
-        fill(object, "/spec/username", Value::from(meta.name.as_str()));
+        defaults.fill("/spec/username", Value::from(meta.name.as_str()));
     }
-    default_secret_target(object, meta, SECRET_PREFIX);
+    default_secret_target(defaults, meta, SECRET_PREFIX);
 }
 
 pub(crate) fn validate(

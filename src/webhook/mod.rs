@@ -15,13 +15,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use axum::Router;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
@@ -173,20 +173,23 @@ impl AppState {
 
 /// `POST /validate` and `POST /mutate`.
 pub fn router(state: AppState) -> Router {
+    // Shared behind one pointer: handlers get it for one reference count, not a copy of each
+    // field.
+    let state = Arc::new(state);
     Router::new()
         .route(
             webhook_path(Endpoint::Validate),
             post(
-                |State(state): State<AppState>, headers: HeaderMap, body: Body| async move {
-                    review_handler(&state, Endpoint::Validate, &headers, body).await
+                |State(state): State<Arc<AppState>>, request: Request| async move {
+                    review_handler(&state, Endpoint::Validate, request).await
                 },
             ),
         )
         .route(
             webhook_path(Endpoint::Mutate),
             post(
-                |State(state): State<AppState>, headers: HeaderMap, body: Body| async move {
-                    review_handler(&state, Endpoint::Mutate, &headers, body).await
+                |State(state): State<Arc<AppState>>, request: Request| async move {
+                    review_handler(&state, Endpoint::Mutate, request).await
                 },
             ),
         )
@@ -245,14 +248,11 @@ fn text(status: StatusCode, message: String) -> Response {
 
 /// The thin handler: read the body, parse the review once, let the engine judge, answer;
 /// count and log what happened (never the object's data).
-async fn review_handler(
-    state: &AppState,
-    endpoint: Endpoint,
-    headers: &HeaderMap,
-    body: Body,
-) -> Response {
+async fn review_handler(state: &AppState, endpoint: Endpoint, request: Request) -> Response {
     let started = Instant::now();
-    let declared = headers
+    let (head, body) = request.into_parts();
+    let declared = head
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
@@ -261,12 +261,15 @@ async fn review_handler(
         let message = too_large_message();
         return bad_request(state, endpoint, started, StatusCode::BAD_REQUEST, message);
     }
-    let bytes = match tokio::time::timeout(
-        state.body_timeout,
-        axum::body::to_bytes(body, MAX_BODY_BYTES),
-    )
-    .await
-    {
+    let read = axum::body::to_bytes(body, MAX_BODY_BYTES);
+    let mut read = std::pin::pin!(read);
+    // The body usually arrives with the head; only a body still on its way needs a timer.
+    let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+    let read = match first {
+        Poll::Ready(read) => Ok(read),
+        Poll::Pending => tokio::time::timeout(state.body_timeout, read).await,
+    };
+    let bytes = match read {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(error)) => {
             let too_large = std::error::Error::source(&error)

@@ -76,12 +76,11 @@ pub struct GroupVersionKind<'a> {
     pub kind: Cow<'a, str>,
 }
 
-/// Reads an object as the engine needs it: all of it except two pieces of bookkeeping that no
-/// rule reads and that are often most of an object's bytes — `metadata.managedFields` (the API
-/// server's field ownership) and the `kubectl.kubernetes.io/last-applied-configuration`
-/// annotation (kubectl's escaped copy of the whole object). Skipping them spares building a
-/// tree of maps and unescaping a long string for every review; the engine sees both objects of
-/// an UPDATE the same way, and its patches never touch metadata.
+/// Reads an object as the engine needs it: only the fields the engine reads
+/// ([`engine::OBJECT_FIELDS`], and of `metadata` only [`engine::METADATA_FIELDS`]). The rest —
+/// `status`, `metadata.managedFields`, kubectl's escaped last-applied copy of the whole object,
+/// often most of a review's bytes — is skipped without building a tree of maps or unescaping a
+/// string; both objects of an UPDATE are read the same way.
 fn engine_object<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<serde_json::Value>, D::Error> {
@@ -114,18 +113,13 @@ impl<'de> Visitor<'de> for OptionalObject {
     }
 }
 
-/// Skipped keys of `metadata` and of `metadata.annotations`.
-const SKIPPED_METADATA: &str = "managedFields";
-const SKIPPED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Level {
     Object,
     Metadata,
-    Annotations,
 }
 
-/// A JSON object, read with the skips above at its level.
+/// A JSON object, keeping only the engine's fields at its level.
 struct ObjectMap {
     level: Level,
 }
@@ -137,7 +131,6 @@ impl<'de> Visitor<'de> for ObjectMap {
         f.write_str(match self.level {
             Level::Object => "a Kubernetes object",
             Level::Metadata => "object metadata",
-            Level::Annotations => "annotations",
         })
     }
 
@@ -148,21 +141,18 @@ impl<'de> Visitor<'de> for ObjectMap {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = serde_json::Map::new();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            let (skip, inner) = match self.level {
-                Level::Object => (false, (key == "metadata").then_some(Level::Metadata)),
-                Level::Metadata => (
-                    key == SKIPPED_METADATA,
-                    (key == "annotations").then_some(Level::Annotations),
-                ),
-                Level::Annotations => (key == SKIPPED_ANNOTATION, None),
+            let kept = match self.level {
+                Level::Object => engine::OBJECT_FIELDS.contains(&&*key),
+                Level::Metadata => engine::METADATA_FIELDS.contains(&&*key),
             };
-            if skip {
+            if !kept {
                 map.next_value::<de::IgnoredAny>()?;
                 continue;
             }
-            let value = match inner {
-                Some(level) => map.next_value_seed(Nested(level))?,
-                None => map.next_value()?,
+            let value = if self.level == Level::Object && key == "metadata" {
+                map.next_value_seed(Metadata)?
+            } else {
+                map.next_value()?
             };
             out.insert(key.into_owned(), value);
         }
@@ -170,13 +160,15 @@ impl<'de> Visitor<'de> for ObjectMap {
     }
 }
 
-struct Nested(Level);
+struct Metadata;
 
-impl<'de> DeserializeSeed<'de> for Nested {
+impl<'de> DeserializeSeed<'de> for Metadata {
     type Value = serde_json::Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_map(ObjectMap { level: self.0 })
+        deserializer.deserialize_map(ObjectMap {
+            level: Level::Metadata,
+        })
     }
 }
 
@@ -558,30 +550,29 @@ mod tests {
     }
 
     #[test]
-    fn objects_reach_the_engine_without_bookkeeping() {
+    fn objects_reach_the_engine_as_far_as_it_reads_them() {
         let object = json!({
             "apiVersion": "dbward.dev/v1alpha1", "kind": "Database",
             "metadata": {
-                "name": "orders", "managedFields": [{"manager": "kubectl"}], "labels": {"a": "b"},
-                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"a\": 1}", "keep": "me"}
+                "name": "orders", "namespace": "shop", "managedFields": [{"manager": "kubectl"}],
+                "labels": {"a": "b"},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"a\": 1}"}
             },
-            "spec": {"project": "acme", "nested": {"managedFields": 1}}
+            "spec": {"project": "acme", "nested": {"managedFields": 1}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}
         });
         let body = review(json!({
             "uid": "u-5", "kind": {"group": "dbward.dev", "version": "v1alpha1", "kind": "Database"},
             "operation": "UPDATE", "object": object, "oldObject": null
         }));
         let request = parse(&body).unwrap();
-        let mut expected = object.clone();
-        expected["metadata"]
-            .as_object_mut()
-            .unwrap()
-            .remove("managedFields");
-        expected["metadata"]["annotations"]
-            .as_object_mut()
-            .unwrap()
-            .remove("kubectl.kubernetes.io/last-applied-configuration");
-        assert_eq!(request.object, Some(expected));
+        assert_eq!(
+            request.object,
+            Some(json!({
+                "metadata": {"name": "orders", "namespace": "shop"},
+                "spec": {"project": "acme", "nested": {"managedFields": 1}}
+            }))
+        );
         assert_eq!(request.old_object, None);
 
         let not_an_object = review(json!({
