@@ -146,6 +146,11 @@ async fn dbward_keeps_its_own_ca_and_certificates() {
         return;
     };
     let kubeconfig = PathBuf::from(kubeconfig);
+    // RUST_LOG=dbward=info shows what the webhooks did.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let kube = dbward::webhook::live::client(Some(&kubeconfig))
         .await
@@ -447,6 +452,37 @@ async fn dbward_keeps_its_own_ca_and_certificates() {
 
     first.shutdown().await;
     second.shutdown().await;
+
+    // Two replicas starting at once in an empty namespace (and without configurations, which is
+    // not fatal) agree on one CA and one certificate: the loser of each create reads the winner's.
+    let race_ns = format!("dbward-certs-race-{suffix}");
+    let namespace: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": race_ns}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    let (dir3, dir4) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let missing = format!("no-such-configuration-{suffix}");
+    let any_port = "127.0.0.1:0".parse().unwrap();
+    let args3 = args(&kubeconfig, &race_ns, &missing, dir3.path(), any_port);
+    let args4 = args(&kubeconfig, &race_ns, &missing, dir4.path(), any_port);
+    let (third, fourth) = tokio::join!(
+        dbward::webhook::start(&args3),
+        dbward::webhook::start(&args4)
+    );
+    let (third, fourth) = (third.unwrap(), fourth.unwrap());
+    let race_secrets: Api<Secret> = Api::namespaced(kube.clone(), &race_ns);
+    let race_ca = data(&race_secrets.get(CA_SECRET).await.unwrap(), "ca.crt");
+    let race_tls = race_secrets.get(TLS_SECRET).await.unwrap();
+    assert_ne!(race_ca, ca_pem);
+    for (server, dir) in [(&third, dir3.path()), (&fourth, dir4.path())] {
+        assert!(files_hold(dir, &race_tls));
+        assert!(serves(server, &race_ca, &data(&race_tls, "tls.crt")).await);
+    }
+    third.shutdown().await;
+    fourth.shutdown().await;
+    let _ = namespaces.delete(&race_ns, &DeleteParams::default()).await;
     let _ = validating_api
         .delete(&configuration, &DeleteParams::default())
         .await;

@@ -497,7 +497,7 @@ pub fn plan(now: i64, observed: &Observed, desired: &Desired) -> Result<Vec<Acti
             Some(bundle) => b.as_deref() != Some(bundle.as_bytes()),
             None => true,
         };
-        if ca_replaced || bundles.iter().any(differs) {
+        if !bundles.is_empty() && (ca_replaced || bundles.iter().any(differs)) {
             actions.push(Action::InjectBundle(configuration.kind));
         }
     }
@@ -674,6 +674,17 @@ mod tests {
         let mut observed = converged(&ca, &good_serving(&ca));
         observed.configurations[1].ca_bundles = None;
         assert_eq!(plan(NOW, &observed, &desired()).unwrap(), vec![]);
+        // So is one without webhooks, even when the CA is new.
+        observed.ca = Found::Missing;
+        observed.configurations[0].ca_bundles = Some(Vec::new());
+        assert_eq!(
+            plan(NOW, &observed, &desired()).unwrap(),
+            vec![
+                Action::CreateCa,
+                Action::IssueServing(IssueReason::UnknownIssuer),
+                Action::WriteFiles
+            ]
+        );
     }
 
     #[test]

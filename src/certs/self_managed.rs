@@ -580,6 +580,9 @@ impl SelfManagedCerts {
             .flatten()
             .map(|name| serde_json::json!({"name": name, "clientConfig": {"caBundle": encoded}}))
             .collect();
+        if webhooks.is_empty() {
+            return Ok(());
+        }
         let patch = Patch::Strategic(serde_json::json!({ "webhooks": webhooks }));
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
