@@ -29,7 +29,7 @@ enum Command {
     /// Run the controllers against a cluster.
     Controller(cli::controller::ControllerArgs),
     /// Serve the admission webhook (AdmissionReview v1 over HTTPS).
-    Webhook(dbward::webhook::WebhookArgs),
+    Webhook(Box<dbward::webhook::WebhookArgs>),
     /// Write a CA and a serving certificate for the webhook.
     Certs(dbward::certs::CertsArgs),
     /// Print the Validating- and MutatingWebhookConfiguration.
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         Command::Crds(args) => cli::crds::run(&args),
         Command::Reconcile(args) => cli::reconcile::run(&args),
         Command::Controller(args) => cli::controller::run(&args),
-        Command::Webhook(args) => cli::webhook::run_webhook(args),
+        Command::Webhook(args) => cli::webhook::run_webhook(*args),
         Command::Certs(args) => cli::webhook::run_certs(args),
         Command::WebhookConfig(args) => cli::webhook::run_webhook_config(args),
     }

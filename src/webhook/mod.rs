@@ -33,6 +33,8 @@ pub use server::{Timeouts, serve_plain, serve_tls};
 pub use snapshot::SharedSnapshot;
 pub use tls::TlsFiles;
 
+use crate::certs::self_managed::{SelfManagedCerts, SelfManagedCertsArgs, SelfManagedError};
+
 /// The largest AdmissionReview accepted. The API server caps objects at 3 MiB too (etcd's
 /// request limit), and a review carries at most two of them.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -80,6 +82,8 @@ pub struct WebhookArgs {
     /// How long a client may take to send a request's body.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub body_timeout: Duration,
+    #[command(flatten)]
+    pub certs: SelfManagedCertsArgs,
 }
 
 impl WebhookArgs {
@@ -99,6 +103,7 @@ impl WebhookArgs {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(10),
+            certs: SelfManagedCertsArgs::default(),
         }
     }
 
@@ -143,6 +148,10 @@ pub enum WebhookError {
     },
     #[error("connecting to the cluster (use --no-kube to run without one): {0}")]
     Cluster(#[from] live::LiveError),
+    #[error("--self-managed-certs needs a cluster; it cannot be used with --no-kube")]
+    SelfManagedWithoutCluster,
+    #[error("self-managed certificates: {0}")]
+    Certs(#[from] SelfManagedError),
     #[error("waiting for the shutdown signal: {0}")]
     Signal(std::io::Error),
 }
@@ -411,32 +420,64 @@ pub async fn start(args: &WebhookArgs) -> Result<RunningWebhook, WebhookError> {
         cert: args.tls_cert.clone(),
         key: args.tls_key.clone(),
     };
+    let client = if args.no_kube {
+        None
+    } else {
+        // kube's client picks its TLS provider from the process default.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Some(live::client(args.kubeconfig.as_deref()).await?)
+    };
+    // With dbward's own CA, the certificate files are made before anything loads them.
+    let self_managed = match (&client, args.certs.self_managed_certs) {
+        (_, false) => None,
+        (None, true) => return Err(WebhookError::SelfManagedWithoutCluster),
+        (Some(client), true) => {
+            let certs = SelfManagedCerts::new(
+                client.clone(),
+                &args.namespace,
+                &args.certs,
+                files.cert.clone(),
+                files.key.clone(),
+            );
+            match certs.reconcile().await {
+                Ok(_) => {}
+                // Serving a certificate from an earlier run beats not serving.
+                Err(error) if tls::load(&files).is_ok() => tracing::warn!(
+                    %error,
+                    "self-managed certificates could not be checked; serving the certificate on disk and retrying"
+                ),
+                Err(error) => return Err(error.into()),
+            }
+            Some(certs)
+        }
+    };
     let store = tls::load(&files)?;
     let tls_config = tls::server_config(store.clone())?;
     let reloader = tls::Reloader::new(files, store.clone())?;
 
     let mut background = Vec::new();
-    let mut state = if args.no_kube {
-        let snapshot = snapshot::offline(args.policy.as_deref(), &args.context, &args.namespace)?;
-        AppState::with_snapshot(snapshot)
-    } else {
-        // kube's client picks its TLS provider from the process default.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = live::client(args.kubeconfig.as_deref()).await?;
-        // Until the caches sync, a missing reference is only a warning; /readyz says not ready,
-        // so the API server should not be calling yet anyway.
-        let mut state =
-            AppState::with_snapshot(engine::Snapshot::from_objects([], &args.namespace, false));
-        state.ready.store(false, Ordering::Relaxed);
-        state.read_through = Some(live::ReadThrough::new(client.clone(), &args.namespace));
-        background.extend(live::start(
-            client,
-            &args.namespace,
-            state.snapshot.clone(),
-            state.ready.clone(),
-            state.metrics.clone(),
-        ));
-        state
+    let mut state = match client {
+        None => {
+            let snapshot =
+                snapshot::offline(args.policy.as_deref(), &args.context, &args.namespace)?;
+            AppState::with_snapshot(snapshot)
+        }
+        Some(client) => {
+            // Until the caches sync, a missing reference is only a warning; /readyz says not
+            // ready, so the API server should not be calling yet anyway.
+            let mut state =
+                AppState::with_snapshot(engine::Snapshot::from_objects([], &args.namespace, false));
+            state.ready.store(false, Ordering::Relaxed);
+            state.read_through = Some(live::ReadThrough::new(client.clone(), &args.namespace));
+            background.extend(live::start(
+                client,
+                &args.namespace,
+                state.snapshot.clone(),
+                state.ready.clone(),
+                state.metrics.clone(),
+            ));
+            state
+        }
     };
     state.body_timeout = args.body_timeout;
     state.metrics.set_cert_not_after(store.not_after());
@@ -490,6 +531,9 @@ pub async fn start(args: &WebhookArgs) -> Result<RunningWebhook, WebhookError> {
         }
         tls::Reload::Unchanged => {}
     })));
+    if let Some(certs) = self_managed {
+        background.push(tokio::spawn(certs.run(args.certs.certs_check_interval)));
+    }
     tracing::info!(%addr, %metrics_addr, "dbward webhook serving");
     Ok(RunningWebhook {
         addr,

@@ -3,6 +3,12 @@
 //! The serving certificate names the webhook's Service the ways the API server may dial it
 //! (`NAME`, `NAME.NS`, `NAME.NS.svc`, `NAME.NS.svc.cluster.local`) plus any extra DNS names and
 //! IP addresses. Keys are ECDSA P-256; private keys are written with mode 0600.
+//!
+//! `plan` and `self_managed` are `dbward webhook --self-managed-certs`: dbward's own CA, kept
+//! in a Secret, with the serving certificate renewed and the CA bundle injected by the webhook.
+
+pub mod plan;
+pub mod self_managed;
 
 use std::fs;
 use std::io::Write;
@@ -97,6 +103,8 @@ pub enum CertsError {
         which: &'static str,
         source: rcgen::Error,
     },
+    #[error("reading the CA certificate and key: {0}")]
+    ReadCa(rcgen::Error),
     #[error("writing {path}: {source}")]
     Write {
         path: PathBuf,
@@ -114,6 +122,19 @@ pub fn service_dns_names(service: &str, namespace: &str) -> Vec<String> {
     ]
 }
 
+/// A certificate and its private key, both PEM. `Debug` never prints the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyedCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for KeyedCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedCert").finish_non_exhaustive()
+    }
+}
+
 /// Makes a fresh CA and a serving certificate signed by it.
 pub fn generate(request: &CertRequest) -> Result<CertBundle, CertsError> {
     if request.days == 0 || request.days > 36_500 {
@@ -122,11 +143,41 @@ pub fn generate(request: &CertRequest) -> Result<CertBundle, CertsError> {
     let now = OffsetDateTime::now_utc();
     // Allow for clocks that are a little behind ours.
     let not_before = now - Duration::minutes(5);
+    let ca = new_ca(
+        &format!("dbward webhook CA ({})", request.namespace),
+        not_before,
+        now + Duration::days(i64::from(request.days) * 10),
+    )?;
+    let dns: Vec<String> = service_dns_names(&request.service, &request.namespace)
+        .into_iter()
+        .chain(request.dns.iter().cloned())
+        .collect();
+    let tls = sign_serving(
+        &ca,
+        &format!("{}.{}.svc", request.service, request.namespace),
+        &dns,
+        &request.ip,
+        not_before,
+        now + Duration::days(i64::from(request.days)),
+    )?;
+    Ok(CertBundle {
+        ca_cert_pem: ca.cert_pem,
+        ca_key_pem: ca.key_pem,
+        tls_cert_pem: tls.cert_pem,
+        tls_key_pem: tls.key_pem,
+    })
+}
 
+/// A self-signed CA valid from `not_before` to `not_after`, allowed to sign serving
+/// certificates only (path length 0).
+pub fn new_ca(
+    common_name: &str,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<KeyedCert, CertsError> {
     let ca_key = KeyPair::generate().map_err(CertsError::GenerateKey)?;
     let mut ca_params = CertificateParams::default();
-    ca_params.distinguished_name =
-        distinguished_name(&format!("dbward webhook CA ({})", request.namespace));
+    ca_params.distinguished_name = distinguished_name(common_name);
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -134,21 +185,33 @@ pub fn generate(request: &CertRequest) -> Result<CertBundle, CertsError> {
         KeyUsagePurpose::DigitalSignature,
     ];
     ca_params.not_before = not_before;
-    ca_params.not_after = now + Duration::days(i64::from(request.days) * 10);
+    ca_params.not_after = not_after;
     let ca_cert = ca_params
         .self_signed(&ca_key)
         .map_err(|source| CertsError::Sign {
             which: "CA",
             source,
         })?;
+    Ok(KeyedCert {
+        cert_pem: ca_cert.pem(),
+        key_pem: ca_key.serialize_pem(),
+    })
+}
 
+/// A serving certificate for `dns` and `ips` with a fresh key, signed by `ca` (which may have
+/// been made by another process: it is read back from its PEM).
+pub fn sign_serving(
+    ca: &KeyedCert,
+    common_name: &str,
+    dns: &[String],
+    ips: &[IpAddr],
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<KeyedCert, CertsError> {
     let mut sans = Vec::new();
-    for name in service_dns_names(&request.service, &request.namespace)
-        .into_iter()
-        .chain(request.dns.iter().cloned())
-    {
-        if !is_dns_name(&name) {
-            return Err(CertsError::InvalidDnsName { name });
+    for name in dns {
+        if !is_dns_name(name) {
+            return Err(CertsError::InvalidDnsName { name: name.clone() });
         }
         let dns = name
             .clone()
@@ -159,32 +222,29 @@ pub fn generate(request: &CertRequest) -> Result<CertBundle, CertsError> {
             })?;
         sans.push(SanType::DnsName(dns));
     }
-    sans.extend(request.ip.iter().copied().map(SanType::IpAddress));
+    sans.extend(ips.iter().copied().map(SanType::IpAddress));
 
+    let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(CertsError::ReadCa)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(CertsError::ReadCa)?;
     let tls_key = KeyPair::generate().map_err(CertsError::GenerateKey)?;
     let mut tls_params = CertificateParams::default();
-    tls_params.distinguished_name =
-        distinguished_name(&format!("{}.{}.svc", request.service, request.namespace));
+    tls_params.distinguished_name = distinguished_name(common_name);
     tls_params.subject_alt_names = sans;
     tls_params.is_ca = IsCa::ExplicitNoCa;
     tls_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     tls_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     tls_params.use_authority_key_identifier_extension = true;
     tls_params.not_before = not_before;
-    tls_params.not_after = now + Duration::days(i64::from(request.days));
-    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    tls_params.not_after = not_after;
     let tls_cert = tls_params
         .signed_by(&tls_key, &issuer)
         .map_err(|source| CertsError::Sign {
             which: "serving",
             source,
         })?;
-
-    Ok(CertBundle {
-        ca_cert_pem: ca_cert.pem(),
-        ca_key_pem: ca_key.serialize_pem(),
-        tls_cert_pem: tls_cert.pem(),
-        tls_key_pem: tls_key.serialize_pem(),
+    Ok(KeyedCert {
+        cert_pem: tls_cert.pem(),
+        key_pem: tls_key.serialize_pem(),
     })
 }
 
@@ -228,11 +288,12 @@ pub fn write_bundle(bundle: &CertBundle, dir: &Path) -> Result<(), CertsError> {
     Ok(())
 }
 
-fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), CertsError> {
+pub(crate) fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), CertsError> {
     let error = |source| CertsError::Write {
         path: path.to_path_buf(),
         source,
     };
+    // Next to the target, so the rename stays on one file system and is atomic.
     let tmp = path.with_extension("tmp");
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
