@@ -10,8 +10,8 @@
 //! - open loop: a fixed offered rate (an API server's, well below saturation); latency
 //!   percentiles measured from the moment each request was due.
 //!
-//! Server and load generator run on separate runtimes (two worker threads each), as two
-//! processes would, and share the machine's cores.
+//! Server and load generator run on separate runtimes (two worker threads each by default, as
+//! `dbward webhook` has on this 2-core machine), as two processes would, and share the cores.
 
 #[path = "../tests/webhook_support/mod.rs"]
 mod webhook_support;
@@ -68,6 +68,9 @@ struct Args {
     /// record`, to see where each side's time goes; no ratio is printed then.
     #[arg(long, value_parser = ["dbward", "baseline"])]
     only: Option<String>,
+    /// Worker threads of the server's runtime (`dbward webhook` starts one per core).
+    #[arg(long, default_value_t = 2)]
+    server_threads: usize,
 }
 
 /// What the clients send: realistic reviews, each to the endpoint the API server would use.
@@ -372,7 +375,7 @@ fn main() {
 
     // The server, on its own runtime.
     let server_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(args.server_threads.max(1))
         .thread_name("server")
         .enable_all()
         .build()
