@@ -68,6 +68,11 @@ struct Args {
     /// record`, to see where each side's time goes; no ratio is printed then.
     #[arg(long, value_parser = ["dbward", "baseline"])]
     only: Option<String>,
+    /// Also run two routes that answer like the baseline after doing part of dbward's work:
+    /// `parse` only parses each review (the floor of what judging one can cost), `judge` also
+    /// runs the engine and serializes the answer; each as a ratio of the baseline too.
+    #[arg(long)]
+    breakdown: bool,
     /// Worker threads of the server's runtime (`dbward webhook` starts one per core).
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
@@ -113,6 +118,58 @@ async fn baseline(body: Body) -> axum::response::Response {
         )
             .into_response(),
         Err(_) => axum::http::StatusCode::BAD_REQUEST.into_response(),
+    }
+}
+
+/// Reads the body and parses the review as the real handlers do, then answers like the
+/// baseline: what only reading a review costs, a floor under any handler that judges one.
+async fn parse_only(body: Body) -> axum::response::Response {
+    match axum::body::to_bytes(body, webhook::MAX_BODY_BYTES).await {
+        Ok(bytes) => {
+            std::hint::black_box(webhook::review::parse(&bytes).is_ok());
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                BASELINE_ANSWER,
+            )
+                .into_response()
+        }
+        Err(_) => axum::http::StatusCode::BAD_REQUEST.into_response(),
+    }
+}
+
+/// Parses and judges like the real handlers (engine and serialized answer included), then
+/// answers like the baseline: what the handler's plumbing and the answer's size add.
+async fn judge_only(
+    snapshot: &dbward::webhook::SharedSnapshot,
+    endpoint: webhook::Endpoint,
+    body: Body,
+) -> axum::response::Response {
+    let Ok(bytes) = axum::body::to_bytes(body, webhook::MAX_BODY_BYTES).await else {
+        return axum::http::StatusCode::BAD_REQUEST.into_response();
+    };
+    if let Ok(request) = webhook::review::parse(&bytes) {
+        let snapshot = snapshot.load();
+        std::hint::black_box(
+            webhook::review::answer(endpoint, &request, &snapshot)
+                .0
+                .len(),
+        );
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        BASELINE_ANSWER,
+    )
+        .into_response()
+}
+
+/// Where a request of the mix goes: its own path, or a comparison route.
+type Route = fn(&'static str) -> &'static str;
+
+fn judge_only_path(path: &'static str) -> &'static str {
+    if path == "/mutate" {
+        "/judge-only/mutate"
+    } else {
+        "/judge-only/validate"
     }
 }
 
@@ -206,7 +263,7 @@ async fn closed_loop(
     client: &Client,
     clients: usize,
     requests: Arc<Vec<(&'static str, Bytes)>>,
-    path_override: Option<&'static str>,
+    route: Route,
     warmup: Duration,
     duration: Duration,
 ) -> Figures {
@@ -231,7 +288,7 @@ async fn closed_loop(
                 if sent >= end {
                     break;
                 }
-                let path = path_override.unwrap_or(path);
+                let path = route(path);
                 let ok = matches!(connection.post(path, body.clone()).await, Ok((200, _)));
                 if sent >= start {
                     figures.requests += 1;
@@ -269,7 +326,7 @@ async fn open_loop(
     client: &Client,
     rate: u32,
     requests: Arc<Vec<(&'static str, Bytes)>>,
-    path_override: Option<&'static str>,
+    route: Route,
     duration: Duration,
 ) -> Figures {
     const POOL: usize = 32;
@@ -291,7 +348,7 @@ async fn open_loop(
         ticker.tick().await;
         let dispatched = Instant::now();
         let (path, body) = requests[i % requests.len()].clone();
-        let path = path_override.unwrap_or(path);
+        let path = route(path);
         let pool = pool.clone();
         let give_back = give_back.clone();
         let done = done_tx.clone();
@@ -388,7 +445,21 @@ fn main() {
     .expect("fixture snapshot");
     let state = AppState::with_snapshot(snapshot);
     let shared_snapshot = state.snapshot.clone();
-    let app = webhook::router(state).route("/baseline", post(baseline));
+    let app = webhook::router(state)
+        .route("/baseline", post(baseline))
+        .route("/parse-only", post(parse_only))
+        .route("/judge-only/validate", {
+            let snapshot = shared_snapshot.clone();
+            post(move |body: Body| async move {
+                judge_only(&snapshot, webhook::Endpoint::Validate, body).await
+            })
+        })
+        .route("/judge-only/mutate", {
+            let snapshot = shared_snapshot.clone();
+            post(move |body: Body| async move {
+                judge_only(&snapshot, webhook::Endpoint::Mutate, body).await
+            })
+        });
     let files = webhook::TlsFiles {
         cert: dir.path().join("tls.crt"),
         key: dir.path().join("tls.key"),
@@ -445,6 +516,8 @@ fn main() {
             let slice = args.duration / args.slices.max(1);
             let mut base = Figures::default();
             let mut real = Figures::default();
+            let mut floor = Figures::default();
+            let mut judged = Figures::default();
             for i in 0..args.slices.max(1) {
                 let warmup = if i == 0 { args.warmup } else { Duration::ZERO };
                 if args.only.as_deref() != Some("dbward") {
@@ -453,7 +526,7 @@ fn main() {
                             &client,
                             clients,
                             requests.clone(),
-                            Some("/baseline"),
+                            |_| "/baseline",
                             warmup,
                             slice,
                         )
@@ -462,7 +535,31 @@ fn main() {
                 }
                 if args.only.as_deref() != Some("baseline") {
                     real.merge(
-                        closed_loop(&client, clients, requests.clone(), None, warmup, slice).await,
+                        closed_loop(&client, clients, requests.clone(), |p| p, warmup, slice).await,
+                    );
+                }
+                if args.breakdown && args.only.is_none() {
+                    judged.merge(
+                        closed_loop(
+                            &client,
+                            clients,
+                            requests.clone(),
+                            judge_only_path,
+                            warmup,
+                            slice,
+                        )
+                        .await,
+                    );
+                    floor.merge(
+                        closed_loop(
+                            &client,
+                            clients,
+                            requests.clone(),
+                            |_| "/parse-only",
+                            warmup,
+                            slice,
+                        )
+                        .await,
                     );
                 }
             }
@@ -473,6 +570,12 @@ fn main() {
                     let ratio = real.rate() / base.rate();
                     println!("{}", base.row("baseline", &clients.to_string()));
                     println!("{}   {ratio:.2}", real.row("dbward", &clients.to_string()));
+                    if args.breakdown {
+                        let ratio = floor.rate() / base.rate();
+                        println!("{}   {ratio:.2}", floor.row("parse", &clients.to_string()));
+                        let ratio = judged.rate() / base.rate();
+                        println!("{}   {ratio:.2}", judged.row("judge", &clients.to_string()));
+                    }
                 }
             }
         }
@@ -489,7 +592,7 @@ fn main() {
                 &client,
                 args.rate,
                 requests.clone(),
-                Some("/baseline"),
+                |_| "/baseline",
                 args.open_duration,
             )
             .await;
@@ -498,7 +601,7 @@ fn main() {
                 &client,
                 args.rate,
                 requests.clone(),
-                None,
+                |p| p,
                 args.open_duration,
             )
             .await;
