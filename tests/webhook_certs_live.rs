@@ -14,21 +14,19 @@ mod webhook_support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use webhook_support::{Client, fixture};
+use webhook_support::{Client, create_namespaces, eventually, fixture, install_crds, readyz};
 
 use dbward::certs::plan::CertInfo;
 use dbward::certs::{KeyedCert, service_dns_names, sign_serving};
@@ -38,32 +36,6 @@ use dbward::webhook_config::{WebhookConfigArgs, configurations};
 const CA_SECRET: &str = "dbward-webhook-ca";
 const TLS_SECRET: &str = "dbward-webhook-tls";
 const TEST_LABEL: &str = "dbward.dev/certs-test";
-
-async fn readyz(addr: std::net::SocketAddr) -> bool {
-    let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await else {
-        return false;
-    };
-    let _ = tcp
-        .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await;
-    let mut answer = String::new();
-    let _ = tcp.read_to_string(&mut answer).await;
-    answer.starts_with("HTTP/1.1 200")
-}
-
-async fn eventually<F: std::future::Future<Output = bool>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 fn data(secret: &Secret, key: &str) -> String {
     let bytes = &secret
@@ -157,54 +129,14 @@ async fn dbward_keeps_its_own_ca_and_certificates() {
         .unwrap();
 
     // The kinds the webhook watches, and Database for the API server's call.
-    let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());
-    let wanted: Vec<CustomResourceDefinition> = dbward::crds::all()
-        .into_iter()
-        .filter(|crd| {
-            ["DatabaseService", "AdmissionPolicy", "Database"]
-                .contains(&crd.spec.names.kind.as_str())
-        })
-        .collect();
-    for crd in &wanted {
-        match crds.create(&PostParams::default(), crd).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
-            Err(error) => panic!("creating CRD: {error}"),
-        }
-    }
-    for crd in &wanted {
-        let name = crd.metadata.name.clone().unwrap();
-        eventually("CRDs to be established", || {
-            let crds = crds.clone();
-            let name = name.clone();
-            async move {
-                crds.get(&name)
-                    .await
-                    .ok()
-                    .and_then(|c| c.status)
-                    .and_then(|s| s.conditions)
-                    .is_some_and(|cs| {
-                        cs.iter()
-                            .any(|c| c.type_ == "Established" && c.status == "True")
-                    })
-            }
-        })
-        .await;
-    }
+    install_crds(&kube, &["DatabaseService", "AdmissionPolicy", "Database"]).await;
 
     let suffix = format!("{:x}", std::process::id() ^ now() as u32);
     let operator_ns = format!("dbward-certs-{suffix}");
     let app_ns = format!("certs-app-{suffix}");
     let configuration = format!("dbward-certs-{suffix}");
+    create_namespaces(&kube, &[&operator_ns, &app_ns]).await;
     let namespaces: Api<Namespace> = Api::all(kube.clone());
-    for ns in [&operator_ns, &app_ns] {
-        let namespace: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-        namespaces
-            .create(&PostParams::default(), &namespace)
-            .await
-            .unwrap();
-    }
 
     // The configurations, by URL and without a CA bundle, reaching only this test's objects.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

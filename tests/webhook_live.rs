@@ -6,41 +6,15 @@
 
 mod webhook_support;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use webhook_support::{Client, fixture, make_certs};
-
-async fn readyz(addr: std::net::SocketAddr) -> bool {
-    let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await else {
-        return false;
-    };
-    let _ = tcp
-        .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await;
-    let mut answer = String::new();
-    let _ = tcp.read_to_string(&mut answer).await;
-    answer.starts_with("HTTP/1.1 200")
-}
-
-async fn eventually<F: std::future::Future<Output = bool>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+use webhook_support::{
+    Client, create_namespaces, eventually, fixture, install_crds, make_certs, readyz,
+};
 
 #[tokio::test]
 async fn the_live_snapshot_follows_the_cluster() {
@@ -56,41 +30,8 @@ async fn the_live_snapshot_follows_the_cluster() {
         .await
         .unwrap();
 
-    let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());
     // The kinds the webhook watches.
-    let watched: Vec<CustomResourceDefinition> = dbward::crds::all()
-        .into_iter()
-        .filter(|crd| {
-            ["DatabaseService", "AdmissionPolicy"].contains(&crd.spec.names.kind.as_str())
-        })
-        .collect();
-    for crd in &watched {
-        match crds.create(&PostParams::default(), crd).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
-            Err(error) => panic!("creating CRD: {error}"),
-        }
-    }
-    for crd in &watched {
-        let name = crd.metadata.name.clone().unwrap();
-        let crds = crds.clone();
-        eventually("CRDs to be established", || {
-            let crds = crds.clone();
-            let name = name.clone();
-            async move {
-                crds.get(&name)
-                    .await
-                    .ok()
-                    .and_then(|c| c.status)
-                    .and_then(|s| s.conditions)
-                    .is_some_and(|cs| {
-                        cs.iter()
-                            .any(|c| c.type_ == "Established" && c.status == "True")
-                    })
-            }
-        })
-        .await;
-    }
+    install_crds(&kube, &["DatabaseService", "AdmissionPolicy"]).await;
 
     let suffix = format!(
         "{:x}",
@@ -99,15 +40,8 @@ async fn the_live_snapshot_follows_the_cluster() {
     let operator_ns = format!("dbward-live-{suffix}");
     let app_ns = format!("shop-{suffix}");
     let service_name = format!("pg-live-{suffix}");
+    create_namespaces(&kube, &[&operator_ns, &app_ns]).await;
     let namespaces: Api<Namespace> = Api::all(kube.clone());
-    for ns in [&operator_ns, &app_ns] {
-        let namespace: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-        namespaces
-            .create(&PostParams::default(), &namespace)
-            .await
-            .unwrap();
-    }
 
     let dir = tempfile::tempdir().unwrap();
     let bundle = make_certs(dir.path());

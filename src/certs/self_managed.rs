@@ -15,7 +15,7 @@ use std::time::Duration;
 use base64::Engine;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -315,17 +315,27 @@ impl SelfManagedCerts {
                 source: Box::new(source),
             }
         };
+        // Each webhook's name and CA bundle, or `None` when the configuration does not exist.
+        fn bundles(
+            webhooks: impl IntoIterator<Item = (String, WebhookClientConfig)>,
+        ) -> Vec<(String, Option<Vec<u8>>)> {
+            webhooks
+                .into_iter()
+                .map(|(name, client)| (name, client.ca_bundle.map(|b| b.0)))
+                .collect()
+        }
         let validating = self
             .validating
             .get_opt(name)
             .await
             .map_err(read_error(ConfigurationKind::Validating))?
             .map(|c| {
-                c.webhooks
-                    .into_iter()
-                    .flatten()
-                    .map(|w| (w.name, w.client_config.ca_bundle.map(|b| b.0)))
-                    .collect::<Vec<_>>()
+                bundles(
+                    c.webhooks
+                        .into_iter()
+                        .flatten()
+                        .map(|w| (w.name, w.client_config)),
+                )
             });
         let mutating = self
             .mutating
@@ -333,11 +343,12 @@ impl SelfManagedCerts {
             .await
             .map_err(read_error(ConfigurationKind::Mutating))?
             .map(|c| {
-                c.webhooks
-                    .into_iter()
-                    .flatten()
-                    .map(|w| (w.name, w.client_config.ca_bundle.map(|b| b.0)))
-                    .collect::<Vec<_>>()
+                bundles(
+                    c.webhooks
+                        .into_iter()
+                        .flatten()
+                        .map(|w| (w.name, w.client_config)),
+                )
             });
         for (kind, webhooks) in [
             (ConfigurationKind::Validating, validating),

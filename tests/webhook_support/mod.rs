@@ -165,3 +165,86 @@ impl Client {
             .unwrap()
     }
 }
+
+/// Whether the webhook's admin port answers `/readyz` with 200.
+pub async fn readyz(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut tcp) = TcpStream::connect(addr).await else {
+        return false;
+    };
+    let _ = tcp
+        .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await;
+    let mut answer = String::new();
+    let _ = tcp.read_to_string(&mut answer).await;
+    answer.starts_with("HTTP/1.1 200")
+}
+
+/// Polls `check` every 200 ms until it holds; fails the test after a minute.
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let started = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Installs the CRDs of `kinds` (an existing one is kept) and waits until the API server has
+/// established them.
+pub async fn install_crds(kube: &kube::Client, kinds: &[&str]) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, PostParams};
+    let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());
+    let wanted: Vec<CustomResourceDefinition> = dbward::crds::all()
+        .into_iter()
+        .filter(|crd| kinds.contains(&crd.spec.names.kind.as_str()))
+        .collect();
+    assert_eq!(wanted.len(), kinds.len(), "unknown kinds among {kinds:?}");
+    for crd in &wanted {
+        match crds.create(&PostParams::default(), crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(error) => panic!("creating CRD: {error}"),
+        }
+    }
+    for crd in &wanted {
+        let name = crd.metadata.name.clone().unwrap();
+        eventually("CRDs to be established", || {
+            let crds = crds.clone();
+            let name = name.clone();
+            async move {
+                crds.get(&name)
+                    .await
+                    .ok()
+                    .and_then(|c| c.status)
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True")
+                    })
+            }
+        })
+        .await;
+    }
+}
+
+/// Creates namespaces with these names.
+pub async fn create_namespaces(kube: &kube::Client, names: &[&str]) {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Api, PostParams};
+    let namespaces: Api<Namespace> = Api::all(kube.clone());
+    for name in names {
+        let namespace: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+    }
+}
