@@ -109,24 +109,12 @@ fn workload() -> Vec<(&'static str, Bytes)> {
 const BASELINE_ANSWER: &[u8] =
     br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true}}"#;
 
-/// Reads the body like the real handlers (same limit) and answers without parsing it.
-async fn baseline(body: Body) -> axum::response::Response {
-    match axum::body::to_bytes(body, webhook::MAX_BODY_BYTES).await {
-        Ok(_) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            BASELINE_ANSWER,
-        )
-            .into_response(),
-        Err(_) => axum::http::StatusCode::BAD_REQUEST.into_response(),
-    }
-}
-
-/// Reads the body and parses the review as the real handlers do, then answers like the
-/// baseline: what only reading a review costs, a floor under any handler that judges one.
-async fn parse_only(body: Body) -> axum::response::Response {
+/// Reads the body like the real handlers (same limit), does `work` with it, and answers a fixed
+/// "allowed": the baseline does no work, the `--breakdown` routes part of dbward's.
+async fn answer_fixed(body: Body, work: impl FnOnce(&[u8])) -> axum::response::Response {
     match axum::body::to_bytes(body, webhook::MAX_BODY_BYTES).await {
         Ok(bytes) => {
-            std::hint::black_box(webhook::review::parse(&bytes).is_ok());
+            work(&bytes);
             (
                 [(header::CONTENT_TYPE, "application/json")],
                 BASELINE_ANSWER,
@@ -137,29 +125,34 @@ async fn parse_only(body: Body) -> axum::response::Response {
     }
 }
 
-/// Parses and judges like the real handlers (engine and serialized answer included), then
-/// answers like the baseline: what the handler's plumbing and the answer's size add.
+/// Reads the body and answers without parsing it.
+async fn baseline(body: Body) -> axum::response::Response {
+    answer_fixed(body, |_| {}).await
+}
+
+/// Parses the review as the real handlers do: what only reading a review costs, a floor under
+/// any handler that judges one.
+async fn parse_only(body: Body) -> axum::response::Response {
+    answer_fixed(body, |bytes| {
+        std::hint::black_box(webhook::review::parse(bytes).is_ok());
+    })
+    .await
+}
+
+/// Parses and judges like the real handlers (engine and serialized answer included): with
+/// `parse_only`, where dbward's time goes.
 async fn judge_only(
     snapshot: &dbward::webhook::SharedSnapshot,
     endpoint: webhook::Endpoint,
     body: Body,
 ) -> axum::response::Response {
-    let Ok(bytes) = axum::body::to_bytes(body, webhook::MAX_BODY_BYTES).await else {
-        return axum::http::StatusCode::BAD_REQUEST.into_response();
-    };
-    if let Ok(request) = webhook::review::parse(&bytes) {
-        let snapshot = snapshot.load();
-        std::hint::black_box(
-            webhook::review::answer(endpoint, &request, &snapshot)
-                .0
-                .len(),
-        );
-    }
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        BASELINE_ANSWER,
-    )
-        .into_response()
+    answer_fixed(body, |bytes| {
+        if let Ok(request) = webhook::review::parse(bytes) {
+            let answer = webhook::review::answer(endpoint, &request, &snapshot.load());
+            std::hint::black_box(answer.0.len());
+        }
+    })
+    .await
 }
 
 /// Where a request of the mix goes: its own path, or a comparison route.
