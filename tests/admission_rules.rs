@@ -550,7 +550,7 @@ fn postgres_only_flags_and_parameters_on_mysql() {
     );
     allowed(&create(
         &with(&mysql_user, "/spec/flags", json!(["login", "createdb"])),
-        &cluster(),
+        &policy("{limits: {serverWideFlagsAllowed: true}}"),
     ));
     denied(
         &create(
@@ -1284,4 +1284,561 @@ fn the_webhooks_halves_agree_with_the_whole() {
         );
         assert!(validation.patch.0.is_empty());
     }
+}
+
+// ---- tenant isolation ----------------------------------------------------------------------
+
+const RESERVED_WHY: &str =
+    "(the server's own roles and databases and the connector's user cannot be managed by dbward)";
+
+fn mysql_user() -> Value {
+    with(
+        &with(&user(), "/spec/serviceName", json!("shared-mysql")),
+        "/spec/privileges",
+        json!([]),
+    )
+}
+
+#[test]
+fn reserved_usernames_are_refused_per_engine() {
+    let named = |base: &Value, name: &str| with(base, "/spec/username", json!(name));
+    denied(
+        &create(&named(&user(), "postgres"), &cluster()),
+        &format!(
+            "spec.username: Invalid value: \"postgres\": is reserved on PostgreSQL services {RESERVED_WHY}"
+        ),
+    );
+    for name in ["pg_monitor", "PG_signal_backend", "template0", "_dbward"] {
+        denied(
+            &create(&named(&user(), name), &cluster()),
+            "is reserved on PostgreSQL services",
+        );
+    }
+    // The connector's user (`admin` in the context's pg-admin Secret).
+    denied(
+        &create(&named(&user(), "admin"), &cluster()),
+        "spec.username: Invalid value: \"admin\": is reserved on DatabaseService \"shared-pg\": its connector Secret's user",
+    );
+    allowed(&create(&named(&user(), "root"), &cluster()));
+
+    for name in ["root", "mysql", "sys", "_dbward"] {
+        denied(
+            &create(&named(&mysql_user(), name), &cluster()),
+            &format!("spec.username: Invalid value: \"{name}\": is reserved on MySQL services"),
+        );
+    }
+    denied(
+        &create(&named(&mysql_user(), "mysql.sys"), &cluster()),
+        "is reserved on MySQL services",
+    );
+    allowed(&create(&named(&mysql_user(), "postgres"), &cluster()));
+
+    // The engine unknown (the service is not among the inputs): both engines' names.
+    let offline = snapshot_with("", false);
+    let elsewhere = with(
+        &named(&user(), "root"),
+        "/spec/serviceName",
+        json!("other-pg"),
+    );
+    denied(
+        &create(&elsewhere, &offline),
+        "is reserved on PostgreSQL and MySQL services",
+    );
+
+    // The rule can be tuned like any other.
+    warned(
+        &create(
+            &named(&user(), "postgres"),
+            &policy("{rules: {reserved-names: Warn}}"),
+        ),
+        "spec.username: Invalid value: \"postgres\"",
+    );
+}
+
+#[test]
+fn the_connector_user_is_read_from_base64_data_too() {
+    let snapshot = snapshot_with(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: b64-admin, namespace: dbward-system, labels: {dbward.dev/connector-type: shared-database}}
+data: {endpoint: cGcuZXhhbXBsZQ==, port: NTQzMg==, user: ZGJ3YXJkX2FkbWlu, password: aHVudGVyMg==, type: cG9zdGdyZXM=}
+---
+apiVersion: dbward.dev/v1alpha1
+kind: DatabaseService
+metadata: {name: b64-pg}
+spec:
+  engine: postgres
+  project: platform
+  connectorSecretRef: {name: b64-admin, namespace: dbward-system}
+  allowedNamespaces: {names: [team-a]}
+"#,
+        true,
+    );
+    let secret =
+        &snapshot.connector_secrets[&("dbward-system".to_string(), "b64-admin".to_string())];
+    assert_eq!(secret.user.as_deref(), Some("dbward_admin"));
+    assert!(
+        !format!("{snapshot:?}").contains("hunter2"),
+        "the password is never kept"
+    );
+    let su = with(
+        &with(&user(), "/spec/serviceName", json!("b64-pg")),
+        "/spec/username",
+        json!("dbward_admin"),
+    );
+    denied(
+        &create(&su, &snapshot),
+        "is reserved on DatabaseService \"b64-pg\": its connector Secret's user",
+    );
+    let pool = with(
+        &with(&pool(), "/spec/serviceName", json!("b64-pg")),
+        "/spec/username",
+        json!("dbward_admin"),
+    );
+    denied(
+        &create(&pool, &snapshot),
+        "spec.username: Invalid value: \"dbward_admin\"",
+    );
+}
+
+#[test]
+fn in_roles_pg_roles_only_from_allowed_in_roles() {
+    let member = |roles: Value| with(&user(), "/spec/inRoles", roles);
+    denied(
+        &create(&member(json!(["pg_read_server_files"])), &cluster()),
+        "spec.inRoles[0]: Invalid value: \"pg_read_server_files\": is reserved on PostgreSQL services",
+    );
+    denied(
+        &create(&member(json!(["pg_read_server_files"])), &cluster()),
+        "limits.allowedInRoles",
+    );
+    let stats = policy("{limits: {allowedInRoles: [pg_read_all_stats, pg_read_server_files]}}");
+    allowed(&create(&member(json!(["pg_read_server_files"])), &stats));
+    allowed(&create(
+        &member(json!(["pg_read_all_stats", "readers"])),
+        &stats,
+    ));
+    denied(
+        &create(&member(json!(["pg_write_server_files"])), &stats),
+        "spec.inRoles[0]: Invalid value: \"pg_write_server_files\"",
+    );
+    // Never a member of the server's own roles or the connector's, whatever the policy lists.
+    let listed = policy("{limits: {allowedInRoles: [postgres, admin]}}");
+    denied(
+        &create(&member(json!(["postgres"])), &listed),
+        "spec.inRoles[0]: Invalid value: \"postgres\": is reserved on PostgreSQL services",
+    );
+    denied(
+        &create(&member(json!(["readers", "admin"])), &listed),
+        "spec.inRoles[1]: Invalid value: \"admin\": is reserved on DatabaseService \"shared-pg\"",
+    );
+    denied(
+        &create(
+            &with(&mysql_user(), "/spec/inRoles", json!(["root"])),
+            &cluster(),
+        ),
+        "spec.inRoles[0]: Invalid value: \"root\": is reserved on MySQL services",
+    );
+    allowed(&create(&member(json!(["readers"])), &cluster()));
+}
+
+#[test]
+fn reserved_databases_are_refused_everywhere_a_database_is_named() {
+    let privileges = |base: &Value, database: &str| {
+        with(
+            base,
+            "/spec/privileges",
+            json!([{"database": database, "level": "owner"}]),
+        )
+    };
+    denied(
+        &create(&privileges(&mysql_user(), "mysql"), &cluster()),
+        "spec.privileges[0].database: Invalid value: \"mysql\": is reserved on MySQL services",
+    );
+    for database in ["_dbward", "information_schema", "performance_schema", "sys"] {
+        denied(
+            &create(&privileges(&mysql_user(), database), &cluster()),
+            "spec.privileges[0].database: Invalid value",
+        );
+    }
+    for database in ["_dbward", "template1", "postgres"] {
+        denied(
+            &create(&privileges(&user(), database), &cluster()),
+            "is reserved on PostgreSQL services",
+        );
+    }
+    allowed(&create(&privileges(&mysql_user(), "inventory"), &cluster()));
+
+    // Database: name and owner.
+    let mysql_db = with(
+        &with(&database(), "/spec/serviceName", json!("shared-mysql")),
+        "/spec/lcCtype",
+        Value::Null,
+    );
+    denied(
+        &create(
+            &with(&mysql_db, "/spec/databaseName", json!("_dbward")),
+            &cluster(),
+        ),
+        "spec.databaseName: Invalid value: \"_dbward\": is reserved on MySQL services",
+    );
+    denied(
+        &create(
+            &with(&database(), "/spec/databaseName", json!("template1")),
+            &cluster(),
+        ),
+        "spec.databaseName: Invalid value: \"template1\"",
+    );
+    denied(
+        &create(
+            &with(&database(), "/spec/owner", json!("postgres")),
+            &cluster(),
+        ),
+        "spec.owner: Invalid value: \"postgres\": is reserved on PostgreSQL services",
+    );
+    denied(
+        &create(
+            &with(&database(), "/spec/owner", json!("admin")),
+            &cluster(),
+        ),
+        "spec.owner: Invalid value: \"admin\": is reserved on DatabaseService \"shared-pg\"",
+    );
+    allowed(&create(
+        &with(&database(), "/spec/owner", json!("app")),
+        &cluster(),
+    ));
+
+    // ConnectionPool: database and user.
+    denied(
+        &create(
+            &with(&pool(), "/spec/databaseName", json!("postgres")),
+            &cluster(),
+        ),
+        "spec.databaseName: Invalid value: \"postgres\"",
+    );
+    denied(
+        &create(&with(&pool(), "/spec/username", json!("admin")), &cluster()),
+        "spec.username: Invalid value: \"admin\"",
+    );
+
+    // A team's own PostgresCluster: PostgreSQL's names, not the image's superuser.
+    denied(
+        &create(
+            &with(&pg_cluster(), "/spec/users/postgres", json!([])),
+            &cluster(),
+        ),
+        "spec.users[postgres]: Invalid value: \"postgres\": is reserved on PostgreSQL services",
+    );
+    denied(
+        &create(
+            &with(&pg_cluster(), "/spec/databases/template1", json!("zalando")),
+            &cluster(),
+        ),
+        "spec.databases[template1]: Invalid value: \"template1\"",
+    );
+}
+
+#[test]
+fn parameters_come_from_the_allow_list() {
+    let params = |p: Value| with(&user(), "/spec/parameters", p);
+    let v = create(&params(json!({"log_statement": "all"})), &cluster());
+    denied(
+        &v,
+        "spec.parameters[log_statement]: Unsupported value: \"log_statement\": supported values: \"application_name\", ",
+    );
+    denied(&v, "\"statement_timeout\"");
+    allowed(&create(
+        &params(json!({"statement_timeout": "30s", "search_path": "app, public"})),
+        &cluster(),
+    ));
+    let loud = policy("{limits: {allowedParameters: [log_statement]}}");
+    allowed(&create(&params(json!({"log_statement": "all"})), &loud));
+    denied(
+        &create(&params(json!({"statement_timeout": "30s"})), &loud),
+        "spec.parameters[statement_timeout]: Unsupported value: \"statement_timeout\": supported values: \"log_statement\"",
+    );
+    warned(
+        &create(
+            &params(json!({"log_statement": "all"})),
+            &policy("{rules: {parameters: Warn}}"),
+        ),
+        "spec.parameters[log_statement]: Unsupported value",
+    );
+    // A value that would break out of its line is refused whatever the policy says.
+    for value in ["1s\nlog_statement = all", "1s\r", "1s\u{0}"] {
+        denied(
+            &create(
+                &params(json!({"statement_timeout": value})),
+                &policy("{rules: {parameters: Off}}"),
+            ),
+            "spec.parameters[statement_timeout]: Invalid value",
+        );
+    }
+}
+
+#[test]
+fn server_wide_flags_only_where_policy_allows() {
+    let flags = |base: &Value, f: Value| with(base, "/spec/flags", f);
+    denied(
+        &create(&flags(&user(), json!(["login", "createrole"])), &cluster()),
+        "spec.flags[1]: Forbidden: createrole is not allowed on shared services by the AdmissionPolicy (limits.serverWideFlagsAllowed is false)",
+    );
+    denied(
+        &create(&flags(&user(), json!(["replication"])), &cluster()),
+        "spec.flags[0]: Forbidden: replication is not allowed on shared services by the AdmissionPolicy (limits.serverWideFlagsAllowed is false): it can stream every tenant's data",
+    );
+    denied(
+        &create(&flags(&mysql_user(), json!(["createrole"])), &cluster()),
+        "spec.flags[0]: Forbidden: createrole is not allowed",
+    );
+    denied(
+        &create(&flags(&mysql_user(), json!(["createdb"])), &cluster()),
+        "spec.flags[0]: Forbidden: createdb is not allowed on shared services",
+    );
+    allowed(&create(
+        &flags(&user(), json!(["login", "createdb"])),
+        &cluster(),
+    ));
+    let open = policy("{limits: {serverWideFlagsAllowed: true}}");
+    allowed(&create(
+        &flags(&user(), json!(["createrole", "replication"])),
+        &open,
+    ));
+    allowed(&create(
+        &flags(&mysql_user(), json!(["createrole", "createdb"])),
+        &open,
+    ));
+    // A team's own cluster is not shared.
+    allowed(&create(
+        &with(
+            &pg_cluster(),
+            "/spec/users/repl",
+            json!(["replication", "createrole"]),
+        ),
+        &cluster(),
+    ));
+}
+
+#[test]
+fn auth_secret_ref_is_refused() {
+    let token = json!({"name": "aiven-token", "key": "token"});
+    for object in [user(), database(), pool(), claim()] {
+        denied(
+            &create(
+                &with(&object, "/spec/authSecretRef", token.clone()),
+                &cluster(),
+            ),
+            "spec.authSecretRef: Forbidden: not supported: dbward administers a service only through its connector Secret",
+        );
+    }
+    warned(
+        &create(
+            &with(&user(), "/spec/authSecretRef", token),
+            &policy("{rules: {auth-secret-ref: Warn}}"),
+        ),
+        "spec.authSecretRef: Forbidden",
+    );
+}
+
+const REFERENCE_SERVICE: &str = r#"
+apiVersion: dbward.dev/v1alpha1
+kind: DatabaseService
+metadata: {name: ref-pg}
+spec:
+  engine: postgres
+  project: platform
+  connectorSecretRef: {name: pg-admin, namespace: dbward-system}
+  allowedNamespaces: {names: [team-a]}
+  sharedDatabases: [{name: reference}, {name: scratch, maxLevel: readWrite}]
+"#;
+
+#[test]
+fn shared_databases_up_to_their_max_level() {
+    let snapshot = snapshot_with(REFERENCE_SERVICE, true);
+    let grant = |database: &str, level: &str| {
+        with(
+            &with(&user(), "/spec/serviceName", json!("ref-pg")),
+            "/spec/privileges",
+            json!([{"database": "orders", "level": "owner"}, {"database": database, "level": level}]),
+        )
+    };
+    allowed(&create(&grant("reference", "readOnly"), &snapshot));
+    denied(
+        &create(&grant("reference", "readWrite"), &snapshot),
+        "spec.privileges[1].level: Forbidden: database \"reference\" is shared by DatabaseService \"ref-pg\" up to readOnly",
+    );
+    allowed(&create(&grant("scratch", "readWrite"), &snapshot));
+    denied(
+        &create(&grant("scratch", "owner"), &snapshot),
+        "spec.privileges[1].level: Forbidden: database \"scratch\" is shared by DatabaseService \"ref-pg\" up to readWrite",
+    );
+    warned(
+        &create(
+            &grant("scratch", "owner"),
+            &snapshot_with(
+                &format!(
+                    "{REFERENCE_SERVICE}---\napiVersion: dbward.dev/v1alpha1\nkind: AdmissionPolicy\nmetadata: {{name: default}}\nspec: {{rules: {{shared-databases: Warn}}}}\n"
+                ),
+                true,
+            ),
+        ),
+        "spec.privileges[1].level: Forbidden",
+    );
+    // No tenant's Database may take a shared one over.
+    let db = with(
+        &with(&database(), "/spec/serviceName", json!("ref-pg")),
+        "/spec/databaseName",
+        json!("reference"),
+    );
+    denied(
+        &create(&db, &snapshot),
+        "spec.databaseName: Forbidden: database \"reference\" is one of DatabaseService \"ref-pg\"'s sharedDatabases",
+    );
+}
+
+#[test]
+fn shared_databases_of_a_service_are_checked() {
+    let shared = |list: Value| with(&service(), "/spec/sharedDatabases", list);
+    allowed(&create(
+        &shared(json!([{"name": "reference"}, {"name": "scratch", "maxLevel": "readWrite"}])),
+        &cluster(),
+    ));
+    denied(
+        &create(&shared(json!([{"name": "ref;drop"}])), &cluster()),
+        "spec.sharedDatabases[0].name: Invalid value: \"ref;drop\"",
+    );
+    denied(
+        &create(
+            &shared(json!([{"name": "reference"}, {"name": "reference"}])),
+            &cluster(),
+        ),
+        "spec.sharedDatabases[1].name: Duplicate value: \"reference\"",
+    );
+    denied(
+        &create(&shared(json!([{"name": "template1"}])), &cluster()),
+        "spec.sharedDatabases[0].name: Invalid value: \"template1\": is reserved on PostgreSQL services",
+    );
+}
+
+#[test]
+fn policy_adoptions_and_allow_lists_are_checked() {
+    let good = obj(r#"
+apiVersion: dbward.dev/v1alpha1
+kind: AdmissionPolicy
+metadata: {name: default}
+spec:
+  limits:
+    allowedInRoles: [pg_read_all_stats, readers]
+    allowedParameters: [statement_timeout, auto_explain.log_min_duration]
+  adoptions:
+    - {serviceName: shared-pg, namespace: team-a, role: legacy_app}
+    - {serviceName: shared-pg, namespace: team-a, database: legacy}
+"#);
+    allowed(&create(&good, &cluster()));
+    let adoption = |entry: Value| with(&good, "/spec/adoptions", json!([entry]));
+    denied(
+        &create(
+            &adoption(
+                json!({"serviceName": "shared-pg", "namespace": "team-a", "role": "a", "database": "b"}),
+            ),
+            &cluster(),
+        ),
+        "spec.adoptions[0].database: Forbidden: an adoption names exactly one of role and database",
+    );
+    denied(
+        &create(
+            &adoption(json!({"serviceName": "shared-pg", "namespace": "team-a"})),
+            &cluster(),
+        ),
+        "spec.adoptions[0]: Required value: an adoption names exactly one of role and database",
+    );
+    denied(
+        &create(
+            &adoption(json!({"serviceName": "Shared_PG", "namespace": "team-a", "role": "a"})),
+            &cluster(),
+        ),
+        "spec.adoptions[0].serviceName: Invalid value: \"Shared_PG\"",
+    );
+    denied(
+        &create(
+            &adoption(json!({"serviceName": "shared-pg", "namespace": "Team.A", "role": "a"})),
+            &cluster(),
+        ),
+        "spec.adoptions[0].namespace: Invalid value: \"Team.A\"",
+    );
+    for role in ["postgres", "admin", "pg_monitor"] {
+        denied(
+            &create(
+                &adoption(json!({"serviceName": "shared-pg", "namespace": "team-a", "role": role})),
+                &cluster(),
+            ),
+            &format!("spec.adoptions[0].role: Invalid value: \"{role}\": is reserved"),
+        );
+    }
+    denied(
+        &create(
+            &adoption(
+                json!({"serviceName": "shared-mysql", "namespace": "team-a", "database": "mysql"}),
+            ),
+            &cluster(),
+        ),
+        "spec.adoptions[0].database: Invalid value: \"mysql\": is reserved",
+    );
+    denied(
+        &create(
+            &with(
+                &good,
+                "/spec/limits/allowedParameters",
+                json!(["statement_timeout", "Log Statement"]),
+            ),
+            &cluster(),
+        ),
+        "spec.limits.allowedParameters[1]: Invalid value: \"Log Statement\"",
+    );
+    denied(
+        &create(
+            &with(&good, "/spec/limits/allowedInRoles", json!(["a;b"])),
+            &cluster(),
+        ),
+        "spec.limits.allowedInRoles[0]: Invalid value: \"a;b\"",
+    );
+    denied(
+        &create(
+            &with(
+                &good,
+                "/spec/limits/allowedInRoles",
+                json!(["readers", "root"]),
+            ),
+            &cluster(),
+        ),
+        "spec.limits.allowedInRoles[1]: Invalid value: \"root\": is a reserved role",
+    );
+}
+
+#[test]
+fn every_rule_is_documented_in_the_readme() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for rule in dbward::admission::policy::rule_names() {
+        assert!(
+            readme.contains(&format!("`{rule}`")),
+            "README lacks rule {rule}"
+        );
+    }
+}
+
+#[test]
+fn reserved_name_helper_for_the_reconcilers() {
+    use dbward::admission::{reserved_for_service, reserved_name};
+    use dbward::api::Engine;
+    assert!(reserved_name(Engine::Postgres, "pg_read_all_data"));
+    assert!(reserved_name(Engine::Mysql, "mariadb.sys"));
+    assert!(reserved_name(Engine::Mysql, "_dbward") && reserved_name(Engine::Postgres, "_dbward"));
+    assert!(!reserved_name(Engine::Mysql, "orders"));
+    assert!(reserved_for_service(
+        Engine::Mysql,
+        Some("dbward"),
+        "DBWARD"
+    ));
 }

@@ -60,7 +60,8 @@ fn base_objects(pg_port: u16) -> Vec<serde_json::Value> {
             "apiVersion": "dbward.dev/v1alpha1", "kind": "DatabaseService",
             "metadata": {"name": "svc"},
             "spec": {"engine": "postgres", "project": "proj",
-                     "connectorSecretRef": {"name": "pg-admin"}}
+                     "connectorSecretRef": {"name": "pg-admin"},
+                     "allowedNamespaces": {"names": ["*"]}}
         }),
     ]
 }
@@ -110,10 +111,10 @@ async fn service_user_secret_status_finalizer_and_quiet_resync() {
     );
     let status = user.status.clone().expect("status");
     assert_eq!(
-        ready(&status.conditions),
+        ready(&status.common.conditions),
         ("True".into(), "Reconciled".into())
     );
-    assert_eq!(status.observed_generation, user.metadata.generation);
+    assert_eq!(status.common.observed_generation, user.metadata.generation);
 
     let secret = secrets.get("app-creds").await.unwrap();
     let data = decoded_data(&secret);
@@ -213,7 +214,7 @@ async fn unreachable_server_sets_ready_false() {
         .unwrap_err();
     assert_eq!(err.reason(), "ServiceUnreachable");
     let db = dbs.get("orders").await.unwrap();
-    let (status, reason) = ready(&db.status.unwrap().conditions);
+    let (status, reason) = ready(&db.status.unwrap().common.conditions);
     assert_eq!(
         (status.as_str(), reason.as_str()),
         ("False", "ServiceUnreachable")
@@ -239,7 +240,7 @@ async fn claim_pins_names_and_deletes_per_policy() {
         .unwrap();
     let claim = claims.get("store").await.unwrap();
     let status = claim.status.clone().unwrap();
-    let expected = format!("{}_store", namespace.replace('-', "_"));
+    let expected = dbward::api::database_claim::derived_name(&namespace, "store", 63);
     assert_eq!(status.database_name.as_deref(), Some(expected.as_str()));
     assert_eq!(status.username.as_deref(), Some(expected.as_str()));
     let secret: Secret = Api::namespaced(client.clone(), &namespace)

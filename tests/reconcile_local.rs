@@ -146,7 +146,9 @@ async fn reconcile_local_twice_changes_nothing_the_second_time() {
     std::fs::write(&input, manifests(&p)).unwrap();
     let out = dir.path().join("secrets");
     let ns = format!("{}ns", p.replace('_', "-"));
-    let claim_db = format!("{}_store", ns.replace('-', "_"));
+    // The claim's names: readable part, then a hash of namespace and name (PostgreSQL's limit).
+    let claim_db = dbward::api::database_claim::derived_name(&ns, "store", 63);
+    assert!(claim_db.starts_with(&format!("{}_store_", ns.replace('-', "_"))));
 
     let args = [
         "reconcile",

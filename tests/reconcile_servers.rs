@@ -3,95 +3,21 @@
 //! deletion per policy, hostile names, and a server stopped and restarted mid-run.
 
 mod common;
+mod reconcile_support;
 
 use std::collections::BTreeMap;
 
-use dbward::api::{Database, DatabaseClaim, DatabaseService, ServiceUser};
+use dbward::api::ServiceUser;
 use dbward::reconcile::local::LocalCluster;
 use dbward::reconcile::secret::decoded_data;
 use dbward::reconcile::{Action, Cluster, Context, Error, database, database_claim, service_user};
-use dbward::sql::{self, Engine, PasswordState, Server, SqlAction};
+use dbward::sql::{self, Engine, PasswordState, SqlAction};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::json;
 
 use common::unique;
-
-const NS: &str = "dbward-system";
-
-fn engine_name(engine: Engine) -> &'static str {
-    engine.as_str()
-}
-
-fn port(engine: Engine) -> u16 {
-    match engine {
-        Engine::Postgres => 5432,
-        Engine::Mysql => 3306,
-    }
-}
-
-fn admin(engine: Engine) -> &'static str {
-    match engine {
-        Engine::Postgres => "postgres",
-        Engine::Mysql => "root",
-    }
-}
-
-fn connector(name: &str, engine: Engine, port: u16) -> Secret {
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": name, "namespace": NS,
-                     "labels": {"dbward.dev/connector-type": "shared-database"}},
-        "stringData": {"endpoint": "127.0.0.1", "port": port.to_string(),
-                       "user": admin(engine), "password": "", "type": engine_name(engine)}
-    }))
-    .unwrap()
-}
-
-fn service(name: &str, engine: Engine, connector: &str) -> DatabaseService {
-    serde_json::from_value(json!({
-        "apiVersion": "dbward.dev/v1alpha1", "kind": "DatabaseService",
-        "metadata": {"name": name},
-        "spec": {"engine": engine_name(engine), "project": "proj",
-                 "connectorSecretRef": {"name": connector}}
-    }))
-    .unwrap()
-}
-
-/// A context with one service, `svc`, on `engine` at `port`.
-fn context(engine: Engine, port: u16) -> Context<LocalCluster> {
-    let mut cluster = LocalCluster::new();
-    cluster.add_secret(connector("admin", engine, port));
-    cluster.add_service(service("svc", engine, "admin"));
-    Context::new(cluster, NS)
-}
-
-fn database_object(name: &str, db: &str, policy: &str) -> Database {
-    serde_json::from_value(json!({
-        "apiVersion": "dbward.dev/v1alpha1", "kind": "Database",
-        "metadata": {"name": name, "namespace": "team", "uid": format!("uid-{name}")},
-        "spec": {"project": "proj", "serviceName": "svc", "databaseName": db,
-                 "deletionPolicy": policy}
-    }))
-    .unwrap()
-}
-
-fn user_object(name: &str, spec: serde_json::Value) -> ServiceUser {
-    let mut full = json!({"project": "proj", "serviceName": "svc"});
-    full.as_object_mut()
-        .unwrap()
-        .extend(spec.as_object().unwrap().clone());
-    serde_json::from_value(json!({
-        "apiVersion": "dbward.dev/v1alpha1", "kind": "ServiceUser",
-        "metadata": {"name": name, "namespace": "team", "uid": format!("uid-{name}")},
-        "spec": full
-    }))
-    .unwrap()
-}
-
-fn server(ctx: &Context<LocalCluster>) -> std::sync::Arc<Server> {
-    ctx.servers()["svc"].clone()
-}
+use reconcile_support::*;
 
 async fn secret_password(ctx: &Context<LocalCluster>, name: &str) -> String {
     let secret = ctx.cluster.get_secret("team", name).await.unwrap().unwrap();
@@ -110,7 +36,10 @@ async fn assert_quiet(ctx: &Context<LocalCluster>, user: &ServiceUser) {
 
 async fn user_lifecycle(engine: Engine) {
     let p = unique();
-    let ctx = context(engine, port(engine));
+    // The update below adds `createdb`, a server-wide flag on MySQL: the admin allows it here.
+    let mut policy = dbward::api::AdmissionPolicySpec::default();
+    policy.limits.server_wide_flags_allowed = true;
+    let ctx = context_with(engine, port(engine), json!({}), policy);
     let db = database_object(
         &format!("{}d", p.replace('_', "-")),
         &format!("{p}db"),
@@ -127,11 +56,12 @@ async fn user_lifecycle(engine: Engine) {
     );
 
     let username = format!("{p}app");
+    let creds = format!("{}creds", p.replace('_', "-"));
     let mut user = user_object(
         "app",
         json!({"username": username, "flags": ["login"],
                "privileges": [{"database": format!("{p}db"), "level": "readWrite"}],
-               "connInfoSecretTarget": {"name": format!("{p}creds"), "labels": {"team": "a"}}}),
+               "connInfoSecretTarget": {"name": creds, "labels": {"team": "a"}}}),
     );
     let applied = service_user::reconcile(&ctx, &user).await.unwrap();
     assert!(matches!(
@@ -142,7 +72,7 @@ async fn user_lifecycle(engine: Engine) {
         applied.actions.last(),
         Some(Action::ApplySecret(_))
     ));
-    let password = secret_password(&ctx, &format!("{p}creds")).await;
+    let password = secret_password(&ctx, &creds).await;
     let srv = server(&ctx);
     let state = srv
         .observe_role(&username, Some(&password))
@@ -197,7 +127,7 @@ async fn user_lifecycle(engine: Engine) {
             .iter()
             .any(|a| matches!(a, Action::Sql(SqlAction::SetPassword { .. })))
     );
-    assert_eq!(secret_password(&ctx, &format!("{p}creds")).await, own);
+    assert_eq!(secret_password(&ctx, &creds).await, own);
     let state = srv
         .observe_role(&username, Some(own))
         .await
@@ -234,16 +164,13 @@ async fn user_lifecycle(engine: Engine) {
     assert_quiet(&ctx, &user).await;
 
     // Drift: the Secret deleted by hand is written again (with a new password the role gets).
-    ctx.cluster
-        .delete_secret("team", &format!("{p}creds"))
-        .await
-        .unwrap();
+    ctx.cluster.delete_secret("team", &creds).await.unwrap();
     let applied = service_user::reconcile(&ctx, &user).await.unwrap();
     assert!(matches!(
         applied.actions.last(),
         Some(Action::ApplySecret(_))
     ));
-    let renewed = secret_password(&ctx, &format!("{p}creds")).await;
+    let renewed = secret_password(&ctx, &creds).await;
     let state = srv
         .observe_role(&username, Some(&renewed))
         .await
@@ -294,15 +221,6 @@ async fn postgres_user_lifecycle() {
 #[tokio::test]
 async fn mysql_user_lifecycle() {
     user_lifecycle(Engine::Mysql).await;
-}
-
-fn claim_object(namespace: &str, name: &str, policy: &str) -> DatabaseClaim {
-    serde_json::from_value(json!({
-        "apiVersion": "dbward.dev/v1alpha1", "kind": "DatabaseClaim",
-        "metadata": {"name": name, "namespace": namespace, "uid": "uid-claim"},
-        "spec": {"project": "proj", "serviceName": "svc", "deletionPolicy": policy}
-    }))
-    .unwrap()
 }
 
 async fn claim_lifecycle(engine: Engine) {
@@ -433,23 +351,12 @@ async fn names_quoted_or_refused(engine: Engine) {
     };
     let snapshot = dbward::admission::Snapshot::new(NS, false);
     assert!(!dbward::admission::admit(&request, &snapshot).allowed);
+    // The reconciler runs the same rules before it plans: denied, and nothing is sent.
     let writes = ctx.sql_writes();
-    match service_user::reconcile(&ctx, &hostile).await {
-        Err(e) => assert_eq!(e.retry(), dbward::reconcile::Retry::OnChange, "{e}"),
-        // Quoted: the role exists under exactly that name and nothing else happened.
-        Ok(_) => {
-            let name = service_user::username(&hostile);
-            assert!(
-                server(&ctx)
-                    .observe_role(&name, None)
-                    .await
-                    .unwrap()
-                    .is_some()
-            );
-            service_user::cleanup(&ctx, &hostile).await.unwrap();
-        }
-    }
-    let _ = writes;
+    let err = service_user::reconcile(&ctx, &hostile).await.unwrap_err();
+    assert_eq!(err.reason(), "Denied", "{err}");
+    assert!(err.to_string().contains("spec.username"), "{err}");
+    assert_eq!(ctx.sql_writes(), writes, "a denied object writes nothing");
     assert!(
         server(&ctx)
             .observe_database(if engine == Engine::Postgres {

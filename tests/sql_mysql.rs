@@ -5,10 +5,14 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{TempMariadb, assert_converged_role, my, my_info, my_raw, role as user, unique};
+use common::{
+    TempMariadb, assert_converged_role, hostile_markers, marker, my, my_info, my_raw, role as user,
+    unique,
+};
 use dbward::sql::{
-    Attribute, DatabaseSpec, Error, Password, PasswordState, PrivilegeLevel, PrivilegeSpec,
-    RoleFlag, Server, SqlAction, plan_database, plan_privileges, plan_role,
+    Attribute, DatabaseSpec, Error, OwnerMarker, Password, PasswordState, PrivilegeLevel,
+    PrivilegeSpec, RoleFlag, RoleSpec, Server, SqlAction, plan_database, plan_privileges,
+    plan_role,
 };
 use mysql_async::prelude::Queryable;
 
@@ -40,6 +44,7 @@ async fn database_create_idempotent_and_drop() {
         owner: None,
         lc_collate: Some("utf8mb4_bin".into()),
         lc_ctype: Some("utf8mb4".into()),
+        marker: None,
     };
     let actions = server.ensure_database(&spec).await.unwrap();
     assert!(matches!(
@@ -506,4 +511,367 @@ async fn server_stopped_and_restarted_is_picked_up() {
             .map(|s| s.password),
         Some(PasswordState::Matches)
     );
+}
+
+fn marked_user(name: &str, marker: &OwnerMarker) -> RoleSpec {
+    RoleSpec {
+        marker: Some(marker.clone()),
+        ..user(name, &[RoleFlag::Login], "pw")
+    }
+}
+
+fn marked_database(name: &str, marker: &OwnerMarker) -> DatabaseSpec {
+    DatabaseSpec {
+        name: name.to_owned(),
+        marker: Some(marker.clone()),
+        ..DatabaseSpec::default()
+    }
+}
+
+/// The catalog row of `name`, read by hand: (namespace, kind, object_name, uid).
+async fn catalog_row(
+    conn: &mut mysql_async::Conn,
+    object_type: &str,
+    name: &str,
+) -> Option<(String, String, String, Option<String>)> {
+    conn.exec_first(
+        "SELECT namespace, kind, object_name, uid FROM _dbward.owners \
+         WHERE object_type = ? AND name = ?",
+        (object_type, name.as_bytes()),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn markers_are_created_observed_idempotent_changed_and_dropped() {
+    let server = my();
+    let mut raw = my_raw(3306, None).await;
+    let p = unique();
+    let (name, db) = (format!("{p}app"), format!("{p}db"));
+    let ours = marker("team-a", "ServiceUser", "app", "uid-1");
+    let db_marker = marker("team-a", "Database", "orders", "uid-2");
+
+    server
+        .ensure_role(&marked_user(&name, &ours))
+        .await
+        .unwrap();
+    server
+        .ensure_database(&marked_database(&db, &db_marker))
+        .await
+        .unwrap();
+    let state = server.observe_role(&name, None).await.unwrap().unwrap();
+    assert_eq!(state.marker.as_ref(), Some(&ours));
+    let state = server.observe_database(&db).await.unwrap().unwrap();
+    assert_eq!(state.marker.as_ref(), Some(&db_marker));
+    assert_eq!(
+        catalog_row(&mut raw, "role", &name).await,
+        Some((
+            "team-a".into(),
+            "ServiceUser".into(),
+            "app".into(),
+            Some("uid-1".into())
+        ))
+    );
+
+    // Unchanged: nothing to do, nothing written, also from a new Server.
+    for server in [&server, &my()] {
+        assert_converged_role(server, &marked_user(&name, &ours)).await;
+        let before = server.writes();
+        let actions = server
+            .ensure_database(&marked_database(&db, &db_marker))
+            .await
+            .unwrap();
+        assert_eq!(actions, vec![]);
+        assert_eq!(server.writes(), before);
+    }
+
+    // Another marker is written over the old one, as one write.
+    let recreated = marker("team-a", "ServiceUser", "app", "uid-3");
+    let before = server.writes();
+    let actions = server
+        .ensure_role(&marked_user(&name, &recreated))
+        .await
+        .unwrap();
+    assert_eq!(
+        actions,
+        vec![SqlAction::MarkRole {
+            name: name.clone(),
+            marker: recreated.clone()
+        }]
+    );
+    assert_eq!(server.writes(), before + 1);
+    let state = server.observe_role(&name, None).await.unwrap().unwrap();
+    assert_eq!(state.marker, Some(recreated));
+    let local = OwnerMarker::new("team-a", "Database", "orders", None);
+    server
+        .ensure_database(&marked_database(&db, &local))
+        .await
+        .unwrap();
+    let state = server.observe_database(&db).await.unwrap().unwrap();
+    assert_eq!(state.marker, Some(local));
+    assert_converged_role(&server, &user(&name, &[RoleFlag::Login], "pw")).await;
+
+    // Dropped: the catalog rows go too; dropping again writes nothing.
+    server.drop_database(&db).await.unwrap();
+    server.drop_role(&name).await.unwrap();
+    assert!(server.observe_role(&name, None).await.unwrap().is_none());
+    assert_eq!(catalog_row(&mut raw, "role", &name).await, None);
+    assert_eq!(catalog_row(&mut raw, "database", &db).await, None);
+    let before = server.writes();
+    server.drop_database(&db).await.unwrap();
+    server.drop_role(&name).await.unwrap();
+    assert_eq!(server.writes(), before);
+}
+
+#[tokio::test]
+async fn objects_created_by_hand_have_no_marker() {
+    let server = my();
+    let mut raw = my_raw(3306, None).await;
+    let p = unique();
+    let (name, db) = (format!("{p}plain"), format!("{p}db"));
+    raw.query_drop(format!("CREATE USER '{name}'@'%'"))
+        .await
+        .unwrap();
+    raw.query_drop(format!("CREATE DATABASE `{db}`"))
+        .await
+        .unwrap();
+    let state = server.observe_role(&name, None).await.unwrap().unwrap();
+    assert_eq!(state.marker, None);
+    let state = server.observe_database(&db).await.unwrap().unwrap();
+    assert_eq!(state.marker, None);
+    // Names differing only in case are other names: a marker of one is not the other's.
+    let upper = name.to_uppercase();
+    server
+        .ensure_role(&marked_user(&upper, &marker("ns", "ServiceUser", "u", "1")))
+        .await
+        .unwrap();
+    let state = server.observe_role(&name, None).await.unwrap().unwrap();
+    assert_eq!(state.marker, None);
+    server.drop_role(&upper).await.unwrap();
+    server.drop_database(&db).await.unwrap();
+    server.drop_role(&name).await.unwrap();
+}
+
+#[tokio::test]
+async fn hostile_marker_content_round_trips_exactly() {
+    let server = my();
+    let p = unique();
+    for (i, hostile) in hostile_markers().iter().enumerate() {
+        let (name, db) = (format!("{p}r{i}"), format!("{p}d{i}"));
+        server
+            .ensure_role(&marked_user(&name, hostile))
+            .await
+            .unwrap();
+        server
+            .ensure_database(&marked_database(&db, hostile))
+            .await
+            .unwrap();
+        let state = server.observe_role(&name, None).await.unwrap().unwrap();
+        assert_eq!(state.marker.as_ref(), Some(hostile));
+        let state = server.observe_database(&db).await.unwrap().unwrap();
+        assert_eq!(state.marker.as_ref(), Some(hostile));
+        assert_converged_role(&server, &marked_user(&name, hostile)).await;
+        server.drop_database(&db).await.unwrap();
+        server.drop_role(&name).await.unwrap();
+    }
+    // The script form (quoted literals) stores the same values.
+    let hostile = &hostile_markers()[0];
+    let name = format!("{p}script");
+    let script = server
+        .render_script(&[SqlAction::MarkRole {
+            name: name.clone(),
+            marker: hostile.clone(),
+        }])
+        .await
+        .unwrap();
+    let mut raw = my_raw(3306, None).await;
+    for statement in script.split(";\n").filter(|s| !s.is_empty()) {
+        raw.query_drop(statement).await.expect(statement);
+    }
+    let row = catalog_row(&mut raw, "role", &name).await.unwrap();
+    assert_eq!(
+        row,
+        (
+            hostile.namespace.clone(),
+            hostile.kind.clone(),
+            hostile.name.clone(),
+            hostile.uid.clone()
+        )
+    );
+    raw.exec_drop(
+        "DELETE FROM _dbward.owners WHERE object_type = 'role' AND name = ?",
+        (name.as_bytes(),),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_marker_left_for_a_missing_name_is_replaced_on_creation() {
+    // What a crash between writing the catalog row and creating the user leaves behind.
+    let server = my();
+    let mut raw = my_raw(3306, None).await;
+    let name = format!("{}app", unique());
+    server
+        .apply(&[SqlAction::MarkRole {
+            name: name.clone(),
+            marker: marker("old", "ServiceUser", "gone", "u0"),
+        }])
+        .await
+        .unwrap();
+    assert!(server.observe_role(&name, None).await.unwrap().is_none());
+    let ours = marker("team-a", "ServiceUser", "app", "u1");
+    server
+        .ensure_role(&marked_user(&name, &ours))
+        .await
+        .unwrap();
+    let state = server.observe_role(&name, None).await.unwrap().unwrap();
+    assert_eq!(state.marker, Some(ours));
+    // A creation that fails (the name was taken meanwhile) puts the row back as it was.
+    let taken = format!("{}taken", unique());
+    raw.query_drop(format!("CREATE USER '{taken}'@'%'"))
+        .await
+        .unwrap();
+    let err = server
+        .apply(&[SqlAction::CreateRole {
+            name: taken.clone(),
+            attributes: BTreeSet::from([Attribute::Login, Attribute::Inherit]),
+            password: None,
+            marker: Some(marker("team-b", "ServiceUser", "x", "u2")),
+        }])
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), "apply", "{err}");
+    assert_eq!(catalog_row(&mut raw, "role", &taken).await, None);
+    assert_eq!(
+        server
+            .observe_role(&taken, None)
+            .await
+            .unwrap()
+            .unwrap()
+            .marker,
+        None
+    );
+    server.drop_role(&taken).await.unwrap();
+    server.drop_role(&name).await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_drops_share_the_pool_without_waiting_on_it() {
+    let server = my();
+    let p = unique();
+    let names: Vec<String> = (0..4).map(|i| format!("{p}{i}")).collect();
+    for name in &names {
+        server
+            .ensure_role(&marked_user(name, &marker("ns", "ServiceUser", name, "u")))
+            .await
+            .unwrap();
+        server
+            .ensure_database(&marked_database(name, &marker("ns", "Database", name, "u")))
+            .await
+            .unwrap();
+    }
+    // 8 applies on a pool of 4: each must finish on the one connection it holds.
+    let drops = names.iter().flat_map(|name| {
+        [
+            SqlAction::DropRole { name: name.clone() },
+            SqlAction::DropDatabase { name: name.clone() },
+        ]
+    });
+    let applies = drops.map(|action| {
+        let server = &server;
+        async move { server.apply(&[action]).await }
+    });
+    let results = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        futures::future::join_all(applies),
+    )
+    .await
+    .expect("concurrent drops hang");
+    for result in results {
+        result.expect("no pool timeout");
+    }
+    for name in &names {
+        assert!(server.observe_role(name, None).await.unwrap().is_none());
+        assert!(server.observe_database(name).await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn prefer_against_a_server_without_tls_is_plaintext() {
+    let mut raw = my_raw(3306, None).await;
+    let have_ssl: Option<(String, String)> = raw
+        .query_first("SHOW VARIABLES LIKE 'have_ssl'")
+        .await
+        .unwrap();
+    let offered = have_ssl.is_some_and(|(_, v)| v == "YES");
+    for sslmode in [None, Some("prefer"), Some("PREFERRED"), Some("allow")] {
+        let mut info = my_info(3306);
+        info.sslmode = sslmode.map(str::to_owned);
+        let server = Server::new(&info).unwrap();
+        let probed = server.probe().await.unwrap();
+        assert_eq!(probed.tls, offered, "sslmode {sslmode:?}");
+        // Applying works on the transport chosen.
+        server
+            .apply(&[SqlAction::DropRole {
+                name: format!("{}x", unique()),
+            }])
+            .await
+            .unwrap();
+    }
+    let mut info = my_info(3306);
+    info.sslmode = Some("disable".into());
+    assert!(!Server::new(&info).unwrap().probe().await.unwrap().tls);
+    if !offered {
+        info.sslmode = Some("require".into());
+        let err = Server::new(&info).unwrap().probe().await.unwrap_err();
+        assert_eq!(err.category(), "unreachable", "{err}");
+    }
+}
+
+#[tokio::test]
+async fn catalog_is_created_with_the_first_marker_and_absent_means_unmarked() {
+    let instance = TempMariadb::init();
+    let server = Server::new(&my_info(instance.port)).unwrap();
+    let mut raw = my_raw(instance.port, None).await;
+    // No catalog yet: observing works and reports no markers; drops need none.
+    raw.query_drop("CREATE USER 'hand'@'%'").await.unwrap();
+    let state = server.observe_role("hand", None).await.unwrap().unwrap();
+    assert_eq!(state.marker, None);
+    server.drop_role("nobody").await.unwrap();
+    let schemas: Vec<String> = raw
+        .query("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '_dbward'")
+        .await
+        .unwrap();
+    assert!(schemas.is_empty());
+    // A role without a marker does not create the catalog either.
+    server.ensure_role(&user("plain", &[], "pw")).await.unwrap();
+    let schemas: Vec<String> = raw
+        .query("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '_dbward'")
+        .await
+        .unwrap();
+    assert!(schemas.is_empty());
+
+    let m = marker("team-a", "ServiceUser", "app", "u1");
+    server.ensure_role(&marked_user("app", &m)).await.unwrap();
+    assert_eq!(
+        server
+            .observe_role("app", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .marker,
+        Some(m.clone())
+    );
+    // A new Server finds the catalog there and writes nothing more for the same marker.
+    let again = Server::new(&my_info(instance.port)).unwrap();
+    assert_converged_role(&again, &marked_user("app", &m)).await;
+    let before = again.writes();
+    again
+        .ensure_database(&marked_database("orders", &m))
+        .await
+        .unwrap();
+    // The catalog existed: the row and the database, nothing else.
+    assert_eq!(again.writes(), before + 2);
 }

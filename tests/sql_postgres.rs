@@ -5,10 +5,13 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{TempPostgres, assert_converged_role, pg, pg_info, pg_raw, role, unique};
+use common::{
+    TempPostgres, assert_converged_role, hostile_markers, marker, pg, pg_info, pg_raw, role, unique,
+};
 use dbward::sql::{
-    Attribute, DatabaseSpec, Error, Password, PasswordState, PrivilegeLevel, PrivilegeSpec,
-    RoleFlag, RoleSpec, Server, SqlAction, plan_database, plan_privileges, plan_role,
+    Attribute, DatabaseSpec, Error, OwnerMarker, Password, PasswordState, PrivilegeLevel,
+    PrivilegeSpec, RoleFlag, RoleSpec, Server, SqlAction, plan_database, plan_privileges,
+    plan_role,
 };
 
 /// Drops a database that a connection of the test itself just closed (its backend exits
@@ -43,6 +46,7 @@ async fn database_create_idempotent_drift_and_drop() {
         owner: Some(owner.clone()),
         lc_collate: Some("C".into()),
         lc_ctype: Some("C".into()),
+        marker: None,
     };
     let actions = server.ensure_database(&spec).await.unwrap();
     assert!(matches!(
@@ -598,4 +602,370 @@ async fn server_stopped_and_restarted_is_picked_up() {
             .map(|s| s.password),
         Some(PasswordState::Matches)
     );
+}
+
+fn marked_role(name: &str, marker: &OwnerMarker) -> RoleSpec {
+    RoleSpec {
+        marker: Some(marker.clone()),
+        ..role(name, &[RoleFlag::Login], "pw")
+    }
+}
+
+fn marked_database(name: &str, marker: &OwnerMarker) -> DatabaseSpec {
+    DatabaseSpec {
+        name: name.to_owned(),
+        marker: Some(marker.clone()),
+        ..DatabaseSpec::default()
+    }
+}
+
+async fn comment(raw: &tokio_postgres::Client, sql: &str, name: &str) -> Option<String> {
+    raw.query_one(sql, &[&name]).await.expect(sql).get(0)
+}
+
+#[tokio::test]
+async fn markers_are_created_observed_idempotent_changed_and_dropped() {
+    let server = pg();
+    let raw = pg_raw(5432, "postgres").await;
+    let p = unique();
+    let (name, db) = (format!("{p}app"), format!("{p}db"));
+    let ours = marker("team-a", "ServiceUser", "app", "uid-1");
+
+    let actions = server
+        .ensure_role(&marked_role(&name, &ours))
+        .await
+        .unwrap();
+    assert!(matches!(
+        actions.as_slice(),
+        [SqlAction::CreateRole { marker: Some(m), .. }] if m == &ours
+    ));
+    let db_marker = marker("team-a", "Database", "orders", "uid-2");
+    server
+        .ensure_database(&marked_database(&db, &db_marker))
+        .await
+        .unwrap();
+    let role_state = server.observe_role(&name, None).await.unwrap().unwrap();
+    assert_eq!(role_state.marker.as_ref(), Some(&ours));
+    let db_state = server.observe_database(&db).await.unwrap().unwrap();
+    assert_eq!(db_state.marker.as_ref(), Some(&db_marker));
+    // The marker is the comment, as documented.
+    assert_eq!(
+        comment(
+            &raw,
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+            &name
+        )
+        .await,
+        Some(ours.encode())
+    );
+
+    // Unchanged: nothing to do, nothing written, also from a new Server (markers live on the
+    // server).
+    assert_converged_role(&server, &marked_role(&name, &ours)).await;
+    for server in [&server, &pg()] {
+        let before = server.writes();
+        let actions = server
+            .ensure_database(&marked_database(&db, &db_marker))
+            .await
+            .unwrap();
+        assert_eq!(actions, vec![]);
+        assert_eq!(server.writes(), before);
+    }
+    assert_converged_role(&pg(), &marked_role(&name, &ours)).await;
+
+    // Another marker (the object was recreated: new UID) is written over the old one.
+    let recreated = marker("team-a", "ServiceUser", "app", "uid-3");
+    let before = server.writes();
+    let actions = server
+        .ensure_role(&marked_role(&name, &recreated))
+        .await
+        .unwrap();
+    assert_eq!(
+        actions,
+        vec![SqlAction::MarkRole {
+            name: name.clone(),
+            marker: recreated.clone()
+        }]
+    );
+    assert_eq!(server.writes(), before + 1);
+    let state = server.observe_role(&name, None).await.unwrap().unwrap();
+    assert_eq!(state.marker, Some(recreated.clone()));
+    let other_db = marker("team-a", "Database", "orders", "uid-4");
+    server
+        .ensure_database(&marked_database(&db, &other_db))
+        .await
+        .unwrap();
+    let state = server.observe_database(&db).await.unwrap().unwrap();
+    assert_eq!(state.marker, Some(other_db));
+
+    // A plan without a marker leaves markers alone.
+    assert_converged_role(&server, &role(&name, &[RoleFlag::Login], "pw")).await;
+
+    // Dropped: the marker goes with the object.
+    server.drop_database(&db).await.unwrap();
+    server.drop_role(&name).await.unwrap();
+    assert!(server.observe_role(&name, None).await.unwrap().is_none());
+    assert!(server.observe_database(&db).await.unwrap().is_none());
+    let left: i64 = raw
+        .query_one(
+            "SELECT count(*) FROM pg_shdescription WHERE description = $1",
+            &[&recreated.encode()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn objects_created_by_hand_have_no_marker() {
+    let server = pg();
+    let raw = pg_raw(5432, "postgres").await;
+    let p = unique();
+    let (plain, commented, db) = (
+        format!("{p}plain"),
+        format!("{p}commented"),
+        format!("{p}db"),
+    );
+    raw.batch_execute(&format!(
+        "CREATE ROLE \"{plain}\"; CREATE ROLE \"{commented}\"; \
+         COMMENT ON ROLE \"{commented}\" IS 'dbward.dev/owner not json'"
+    ))
+    .await
+    .unwrap();
+    raw.batch_execute(&format!("CREATE DATABASE \"{db}\""))
+        .await
+        .unwrap();
+    let roles = server
+        .observe_roles(&[(&plain, None), (&commented, None)])
+        .await
+        .unwrap();
+    assert_eq!(roles.len(), 2);
+    assert!(roles.values().all(|r| r.marker.is_none()), "{roles:?}");
+    let state = server.observe_database(&db).await.unwrap().unwrap();
+    assert_eq!(state.marker, None);
+    // What plan_* would do with them is the reconciler's call (claim): observed as unmarked.
+    server.drop_database(&db).await.unwrap();
+    server.drop_role(&plain).await.unwrap();
+    server.drop_role(&commented).await.unwrap();
+}
+
+#[tokio::test]
+async fn hostile_marker_content_round_trips_exactly() {
+    let server = pg();
+    let p = unique();
+    for (i, hostile) in hostile_markers().iter().enumerate() {
+        let (name, db) = (format!("{p}r{i}"), format!("{p}d{i}"));
+        server
+            .ensure_role(&marked_role(&name, hostile))
+            .await
+            .unwrap();
+        server
+            .ensure_database(&marked_database(&db, hostile))
+            .await
+            .unwrap();
+        let role_state = server.observe_role(&name, None).await.unwrap().unwrap();
+        assert_eq!(role_state.marker.as_ref(), Some(hostile));
+        let db_state = server.observe_database(&db).await.unwrap().unwrap();
+        assert_eq!(db_state.marker.as_ref(), Some(hostile));
+        assert_converged_role(&server, &marked_role(&name, hostile)).await;
+        // A MarkRole of hostile content goes through the same literal.
+        let plain = marker("ns", "ServiceUser", "x", "u");
+        server
+            .apply(&[SqlAction::MarkRole {
+                name: name.clone(),
+                marker: plain.clone(),
+            }])
+            .await
+            .unwrap();
+        server
+            .apply(&[SqlAction::MarkRole {
+                name: name.clone(),
+                marker: hostile.clone(),
+            }])
+            .await
+            .unwrap();
+        let role_state = server.observe_role(&name, None).await.unwrap().unwrap();
+        assert_eq!(role_state.marker.as_ref(), Some(hostile));
+        server.drop_database(&db).await.unwrap();
+        server.drop_role(&name).await.unwrap();
+    }
+    // Nothing was injected.
+    let raw = pg_raw(5432, "postgres").await;
+    assert!(
+        scalar_bool(
+            &raw,
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'postgres')"
+        )
+        .await
+    );
+}
+
+#[tokio::test]
+async fn scripts_carry_the_markers() {
+    let server = pg();
+    let m = marker("team-a", "ServiceUser", "it's", "u1");
+    let script = server
+        .render_script(&[
+            SqlAction::CreateRole {
+                name: "app".into(),
+                attributes: BTreeSet::from([Attribute::Login, Attribute::Inherit]),
+                password: None,
+                marker: Some(m.clone()),
+            },
+            SqlAction::CreateDatabase {
+                name: "db".into(),
+                owner: None,
+                lc_collate: None,
+                lc_ctype: None,
+                marker: Some(m.clone()),
+            },
+            SqlAction::MarkRole {
+                name: "app".into(),
+                marker: m.clone(),
+            },
+        ])
+        .await
+        .unwrap();
+    let literal = format!("'{}'", m.encode().replace('\'', "''"));
+    let lines: Vec<&str> = script.lines().collect();
+    assert_eq!(lines[0], "BEGIN;");
+    assert!(lines[1].starts_with("CREATE ROLE \"app\" WITH"), "{script}");
+    assert_eq!(lines[2], format!("COMMENT ON ROLE \"app\" IS {literal};"));
+    assert_eq!(lines[3], "COMMIT;");
+    assert_eq!(lines[4], "CREATE DATABASE \"db\";");
+    assert_eq!(
+        lines[5],
+        format!("COMMENT ON DATABASE \"db\" IS {literal};")
+    );
+    assert_eq!(lines[6], format!("COMMENT ON ROLE \"app\" IS {literal};"));
+}
+
+/// Holds a lock that blocks every comment write, waits until a dbward statement mentioning
+/// `name` waits on it, cancels that statement, then releases the lock.
+async fn cancel_comment_on(name: &str) {
+    let locker = pg_raw(5432, "postgres").await;
+    let watcher = pg_raw(5432, "postgres").await;
+    // SHARE blocks COMMENT (ROW EXCLUSIVE) but not reads of comments.
+    locker
+        .batch_execute("BEGIN; LOCK TABLE pg_catalog.pg_shdescription IN SHARE MODE")
+        .await
+        .unwrap();
+    loop {
+        let rows = watcher
+            .query(
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE application_name = 'dbward' AND wait_event_type = 'Lock' \
+                   AND query LIKE '%COMMENT ON%' AND strpos(query, $1) > 0",
+                &[&name],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = rows.first() {
+            let pid: i32 = row.get(0);
+            watcher
+                .execute("SELECT pg_cancel_backend($1)", &[&pid])
+                .await
+                .unwrap();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    locker.batch_execute("ROLLBACK").await.unwrap();
+}
+
+#[tokio::test]
+async fn no_role_or_database_remains_without_its_marker() {
+    let server = pg();
+    let p = unique();
+    let (name, db) = (format!("{p}app"), format!("{p}db"));
+    let m = marker("team-a", "ServiceUser", "app", "u1");
+    let deadline = std::time::Duration::from_secs(30);
+
+    // CREATE ROLE and COMMENT run in one transaction: when the comment fails, no role remains.
+    let spec = marked_role(&name, &m);
+    let (result, ()) = tokio::time::timeout(deadline, async {
+        tokio::join!(server.ensure_role(&spec), cancel_comment_on(&name))
+    })
+    .await
+    .expect("no hang");
+    let err = result.unwrap_err();
+    assert_eq!(err.category(), "apply", "{err}");
+    assert!(server.observe_role(&name, None).await.unwrap().is_none());
+    // The connection went back to the pool clean: the next ensure works.
+    server.ensure_role(&marked_role(&name, &m)).await.unwrap();
+    assert_eq!(
+        server
+            .observe_role(&name, None)
+            .await
+            .unwrap()
+            .unwrap()
+            .marker,
+        Some(m.clone())
+    );
+
+    // CREATE DATABASE cannot be in a transaction: a failed comment drops the new database.
+    let db_spec = marked_database(&db, &m);
+    let (result, ()) = tokio::time::timeout(deadline, async {
+        tokio::join!(server.ensure_database(&db_spec), cancel_comment_on(&db))
+    })
+    .await
+    .expect("no hang");
+    let err = result.unwrap_err();
+    assert_eq!(err.category(), "apply", "{err}");
+    assert!(server.observe_database(&db).await.unwrap().is_none());
+
+    server.drop_role(&name).await.unwrap();
+}
+
+#[tokio::test]
+async fn prefer_uses_tls_exactly_when_the_server_offers_it() {
+    let raw = pg_raw(5432, "postgres").await;
+    let offered: String = raw.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    let offered = offered == "on";
+    for sslmode in [None, Some("prefer"), Some("allow"), Some("")] {
+        let mut info = pg_info(5432);
+        info.sslmode = sslmode.map(str::to_owned);
+        let info = Server::new(&info).unwrap().probe().await.unwrap();
+        assert_eq!(info.tls, offered, "sslmode {sslmode:?}");
+    }
+    let mut info = pg_info(5432);
+    info.sslmode = Some("disable".into());
+    assert!(!Server::new(&info).unwrap().probe().await.unwrap().tls);
+    if offered {
+        info.sslmode = Some("require".into());
+        assert!(Server::new(&info).unwrap().probe().await.unwrap().tls);
+    }
+    // The server's view of our connection agrees.
+    let mut info = pg_info(5432);
+    info.sslmode = Some("prefer".into());
+    let server = Server::new(&info).unwrap();
+    server.probe().await.unwrap();
+    let encrypted: i64 = raw
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'dbward' AND s.ssl",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    if offered {
+        assert!(encrypted > 0);
+    }
+}
+
+#[tokio::test]
+async fn prefer_without_tls_on_the_server_is_plaintext() {
+    // A second instance with ssl off (initdb's default).
+    let instance = TempPostgres::init();
+    let mut info = pg_info(instance.port);
+    info.sslmode = Some("prefer".into());
+    let probed = Server::new(&info).unwrap().probe().await.unwrap();
+    assert!(!probed.tls);
+    info.sslmode = None;
+    assert!(!Server::new(&info).unwrap().probe().await.unwrap().tls);
+    info.sslmode = Some("require".into());
+    let err = Server::new(&info).unwrap().probe().await.unwrap_err();
+    assert_eq!(err.category(), "unreachable", "{err}");
 }

@@ -271,3 +271,35 @@ fn a_misspelt_kind_in_our_group_is_denied() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_hostile_tenant_is_refused_without_leaking_the_connector() {
+    let fixture = format!("{FIXTURES}/hostile.yaml");
+    let (code, stdout, stderr) = text(&dbward(&["validate", "-f", &fixture]));
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    for line in [
+        "serviceuser/become-postgres denied: spec.username: Invalid value: \"postgres\": is reserved on PostgreSQL services (the server's own roles and databases and the connector's user cannot be managed by dbward)",
+        "serviceuser/become-the-connector denied: spec.username: Invalid value: \"dbward_admin\": is reserved on DatabaseService \"shared-pg\": its connector Secret's user",
+        "serviceuser/read-server-files denied: spec.inRoles[0]: Invalid value: \"pg_read_server_files\": is reserved on PostgreSQL services",
+        "serviceuser/log-everything denied: spec.parameters[log_statement]: Unsupported value: \"log_statement\"",
+        "serviceuser/stream-everything denied: spec.flags[1]: Forbidden: replication is not allowed on shared services",
+        "serviceuser/write-reference denied: spec.privileges[0].level: Forbidden: database \"reference\" is shared by DatabaseService \"shared-pg\" up to readOnly",
+        "serviceuser/own-the-catalog denied: spec.privileges[0].database: Invalid value: \"_dbward\": is reserved on PostgreSQL services",
+        "database/template denied: spec.databaseName: Invalid value: \"template1\": is reserved on PostgreSQL services",
+        "database/with-token denied: spec.authSecretRef: Forbidden: not supported: dbward administers a service only through its connector Secret",
+        "serviceuser/reader allowed",
+    ] {
+        assert!(stdout.contains(line), "expected {line:?} in\n{stdout}");
+    }
+    assert!(!stdout.contains("Warning"), "{stdout}");
+    let json = dbward(&["validate", "-f", &fixture, "-o", "json"]);
+    for output in [&json.stdout, &json.stderr] {
+        let output = String::from_utf8_lossy(output);
+        assert!(
+            !output.contains("s3cret-never-printed"),
+            "the connector's password leaked: {output}"
+        );
+    }
+    let (_, stdout, _) = text(&dbward(&["validate", "-f", &fixture]));
+    assert!(!stdout.contains("s3cret-never-printed"));
+}

@@ -205,6 +205,18 @@ pub fn is_sql_name(s: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// A PostgreSQL setting name as a role may set it: `statement_timeout`, `auto_explain.log_min_duration`.
+pub fn is_setting_name(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+}
+
+/// A namespace name (RFC 1123 label).
+pub fn is_dns_label(s: &str) -> bool {
+    s.len() <= 63 && !s.contains('.') && is_dns_subdomain(s)
+}
+
 /// A database or role name: the pattern, then the length.
 pub(crate) fn check_sql_name(checker: &mut Checker<'_>, field: &str, value: &str, max: usize) {
     if !is_sql_name(value) {
@@ -252,6 +264,14 @@ pub(crate) fn check_binding<'s>(
         checker.report(Rule::Names, FieldError::too_long("spec.serviceName", max));
     }
     if let Some(r) = &binding.auth_secret_ref {
+        // Kept in the schema so that Aiven manifests get this answer, not an unknown field.
+        checker.report(
+            Rule::AuthSecretRef,
+            FieldError::forbidden(
+                "spec.authSecretRef",
+                "not supported: dbward administers a service only through its connector Secret",
+            ),
+        );
         if r.name.is_empty() {
             checker.structural(FieldError::required("spec.authSecretRef.name", ""));
         }

@@ -8,6 +8,7 @@ use super::checks::{
 };
 use super::field::FieldError;
 use super::policy::Rule;
+use super::tenancy::Reserved;
 use crate::api::connection_pool::{DEFAULT_POOL_SIZE, SECRET_PREFIX};
 use crate::api::database::MAX_DATABASE_NAME;
 use crate::api::{ConnectionPoolSpec, Engine};
@@ -37,8 +38,11 @@ pub(crate) fn validate(
         &spec.database_name,
         MAX_DATABASE_NAME,
     );
+    let reserved = Reserved::of(checker, service);
+    reserved.check(checker, "spec.databaseName", &spec.database_name);
     if let Some(username) = &spec.username {
         check_sql_name(checker, "spec.username", username, 64);
+        reserved.check(checker, "spec.username", username);
     }
     // The pool's name is the database name clients give PgBouncer.
     if meta.name.len() > 63 {

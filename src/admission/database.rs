@@ -5,6 +5,7 @@ use serde_json::Value;
 use super::checks::{Checker, Defaults, Meta, check_binding, check_sql_name};
 use super::field::FieldError;
 use super::policy::Rule;
+use super::tenancy::Reserved;
 use crate::api::database::MAX_DATABASE_NAME;
 use crate::api::{DatabaseSpec, Engine};
 
@@ -42,6 +43,26 @@ pub(crate) fn validate(
         &database_name,
         MAX_DATABASE_NAME,
     );
+    let reserved = Reserved::of(checker, service);
+    reserved.check(checker, "spec.databaseName", &database_name);
+    if let Some(service) = service
+        && service
+            .spec
+            .shared_databases
+            .iter()
+            .any(|d| d.name == database_name)
+    {
+        checker.report(
+            Rule::SharedDatabases,
+            FieldError::forbidden(
+                "spec.databaseName",
+                format!(
+                    "database {database_name:?} is one of DatabaseService {:?}'s sharedDatabases, which its admin maintains",
+                    spec.binding.service_name
+                ),
+            ),
+        );
+    }
     checker.immutable(
         "spec.lcCollate",
         &spec.lc_collate,
@@ -55,6 +76,7 @@ pub(crate) fn validate(
     if let Some(owner) = &spec.owner {
         let max = service.map_or(63, |s| s.spec.engine.max_role_name());
         check_sql_name(checker, "spec.owner", owner, max);
+        reserved.check(checker, "spec.owner", owner);
     }
     for (field, value) in [
         ("spec.lcCollate", &spec.lc_collate),

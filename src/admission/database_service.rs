@@ -2,8 +2,10 @@
 
 use serde_json::Value;
 
-use super::checks::{Checker, Defaults, Meta, check_project, is_dns_subdomain};
-use super::field::FieldError;
+use std::collections::BTreeSet;
+
+use super::checks::{Checker, Defaults, Meta, check_project, check_sql_name, is_dns_subdomain};
+use super::field::{FieldError, index};
 use super::policy::Rule;
 use super::snapshot::Snapshot;
 use crate::api::database_service::{
@@ -65,6 +67,36 @@ pub(crate) fn validate(
             }
         }
     }
+    let mut shared = BTreeSet::new();
+    for (i, database) in spec.shared_databases.iter().enumerate() {
+        let field = format!("{}.name", index("spec.sharedDatabases", i));
+        check_sql_name(
+            checker,
+            &field,
+            &database.name,
+            spec.engine.max_database_name(),
+        );
+        if super::tenancy::reserved_name(spec.engine, &database.name) {
+            checker.report(
+                Rule::ReservedNames,
+                FieldError::invalid(
+                    &field,
+                    database.name.as_str(),
+                    format!(
+                        "is reserved on {} services: the server's own databases and dbward's catalog cannot be shared with tenants",
+                        if spec.engine == Engine::Postgres { "PostgreSQL" } else { "MySQL" }
+                    ),
+                ),
+            );
+        }
+        if !shared.insert(database.name.as_str()) {
+            checker.report(
+                Rule::Names,
+                FieldError::duplicate(&field, database.name.as_str()),
+            );
+        }
+    }
+
     if spec.pooler.is_some() && spec.engine == Engine::Mysql {
         checker.report(
             Rule::EngineSupport,

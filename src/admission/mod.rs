@@ -13,6 +13,7 @@ pub mod schema;
 mod snapshot;
 pub mod sqlcheck;
 pub mod templates;
+pub mod tenancy;
 
 mod admission_policy;
 mod connection_pool;
@@ -29,6 +30,7 @@ use serde_json::Value;
 pub use field::{ErrorType, FieldError};
 pub use policy::Rule;
 pub use snapshot::{ConnectorSecret, DEFAULT_OPERATOR_NAMESPACE, Snapshot};
+pub use tenancy::{reserved_for_service, reserved_name};
 
 use checks::{Checker, Defaults, Meta};
 

@@ -39,6 +39,10 @@ rules! {
     TeamPrefix => "team-prefix", Enforce, "a PostgresCluster's name starts with its teamId and '-'";
     RoleFlags => "role-flags", Enforce, "role flags are consistent (login with nologin is an error) and supported by the engine";
     Superuser => "superuser", Enforce, "superuser only where limits.superuserAllowed / limits.clusterSuperuserAllowed allow it";
+    ServerWideFlags => "server-wide-flags", Enforce, "createrole and replication (and createdb on MySQL) on shared services only where limits.serverWideFlagsAllowed";
+    ReservedNames => "reserved-names", Enforce, "no object names the server's own roles and databases, dbward's catalog or the connector's user; pg_* roles in inRoles only from limits.allowedInRoles";
+    SharedDatabases => "shared-databases", Enforce, "privileges on a service's sharedDatabases stay within their maxLevel, and no Database claims one";
+    Parameters => "parameters", Enforce, "a ServiceUser's parameters are among limits.allowedParameters";
     DatabaseOwner => "database-owner", Enforce, "a PostgresCluster's database owners are among its users";
     VolumeShrink => "volume-shrink", Enforce, "a PostgresCluster's volume may grow, never shrink";
     MinVolume => "min-volume", Enforce, "a PostgresCluster's volume is at least limits.minVolumeSize";
@@ -57,6 +61,7 @@ rules! {
     ProjectMatch => "project-match", Enforce, "project equals the DatabaseService's project";
     NamespaceAllowed => "namespace-allowed", Enforce, "the object's namespace is allowed by the service's allowedNamespaces";
     EngineSupport => "engine-support", Enforce, "the kind or field is supported by the service's engine";
+    AuthSecretRef => "auth-secret-ref", Enforce, "authSecretRef is refused: dbward administers a service only through its connector Secret";
     ConnectorSecret => "connector-secret", Enforce, "a DatabaseService's connector Secret exists, is labelled, has the required keys and agrees on the engine";
     OpsRequest => "ops-request", Enforce, "a DatabaseOpsRequest's fields fit its type";
     TerminationProtection => "termination-protection", Enforce, "objects with terminationProtection cannot be deleted";

@@ -8,6 +8,7 @@ use super::field::{FieldError, key};
 use super::policy::Rule;
 use super::quantity;
 use super::service_user::check_flags;
+use super::tenancy::Reserved;
 use crate::api::postgres_cluster::credentials_secret_name;
 use crate::api::{Engine, PostgresClusterSpec};
 
@@ -97,9 +98,14 @@ pub(crate) fn validate(
         );
     }
 
+    // The cluster's own `postgres` superuser, predefined roles and template databases are the
+    // image's, not the team's.
+    let reserved = Reserved::postgres();
+
     // Users: names usable as roles and in the credential Secret's name; flags as for ServiceUser.
     for (user, flags) in &spec.users {
         let field = key("spec.users", user);
+        reserved.check(checker, &field, user);
         let valid = user.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
             && user
                 .bytes()
@@ -134,6 +140,7 @@ pub(crate) fn validate(
     }
     for (database, owner) in &spec.databases {
         let field = key("spec.databases", database);
+        reserved.check(checker, &field, database);
         if !super::checks::is_sql_name(database) || database.len() > 63 {
             checker.report(Rule::Names, FieldError::invalid(&field, database.as_str(), "a database name must match '^[a-zA-Z_][a-zA-Z0-9_-]*$' and have at most 63 characters"));
         }
@@ -203,6 +210,9 @@ pub(crate) fn validate(
         }
     }
 
+    if let Some(user) = spec.connection_pool.as_ref().and_then(|p| p.user.as_ref()) {
+        reserved.check(checker, "spec.connectionPool.user", user);
+    }
     if let Some(pool) = &spec.connection_pool
         && let Some(user) = &pool.user
         && spec.users.contains_key(user)

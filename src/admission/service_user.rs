@@ -6,10 +6,11 @@ use serde_json::Value;
 
 use super::checks::{
     Checker, Defaults, Meta, check_binding, check_secret_target, check_sql_name,
-    default_secret_target,
+    default_secret_target, is_setting_name,
 };
 use super::field::{FieldError, index, key};
 use super::policy::Rule;
+use super::tenancy::Reserved;
 use crate::api::service_user::SECRET_PREFIX;
 use crate::api::{Engine, RoleFlag, ServiceUserSpec};
 
@@ -33,6 +34,7 @@ pub(crate) fn validate(
     let service = check_binding(checker, meta, &spec.binding, old_spec.map(|o| &o.binding));
     check_secret_target(checker, &spec.secret, old_spec.map(|o| &o.secret));
     let engine = service.map(|s| s.spec.engine);
+    let reserved = Reserved::of(checker, service);
 
     let username = spec.username.clone().unwrap_or_else(|| meta.name.clone());
     checker.immutable(
@@ -46,6 +48,7 @@ pub(crate) fn validate(
         &username,
         engine.map_or(63, Engine::max_role_name),
     );
+    reserved.check(checker, "spec.username", &username);
 
     let superuser_allowed = checker.policy().limits.superuser_allowed;
     check_flags(
@@ -56,6 +59,9 @@ pub(crate) fn validate(
         superuser_allowed,
         "limits.superuserAllowed",
     );
+    check_server_wide_flags(checker, &spec.flags, engine);
+
+    let allowed_in_roles = checker.policy().limits.allowed_in_roles.clone();
 
     let mut seen = BTreeSet::new();
     for (i, role) in spec.in_roles.iter().enumerate() {
@@ -66,6 +72,7 @@ pub(crate) fn validate(
             role,
             engine.map_or(63, Engine::max_role_name),
         );
+        reserved.check_in_role(checker, &field, role, &allowed_in_roles);
         if !seen.insert(role) {
             checker.report(Rule::Names, FieldError::duplicate(&field, role.as_str()));
         }
@@ -77,20 +84,30 @@ pub(crate) fn validate(
         }
     }
 
-    for name in spec.parameters.keys() {
-        let valid = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
-        if !valid {
+    let allowed_parameters = &checker.policy().limits.allowed_parameters;
+    for (name, value) in &spec.parameters {
+        let field = key("spec.parameters", name);
+        if !is_setting_name(name) {
             checker.report(
                 Rule::Names,
                 FieldError::invalid(
-                    key("spec.parameters", name),
+                    &field,
                     name.as_str(),
                     "must be a PostgreSQL setting name such as \"statement_timeout\"",
                 ),
             );
+        } else if !allowed_parameters.contains(name) {
+            checker.report(
+                Rule::Parameters,
+                FieldError::not_supported(&field, name.as_str(), allowed_parameters),
+            );
+        }
+        if value.contains(['\0', '\n', '\r']) {
+            checker.structural(FieldError::invalid(
+                &field,
+                value.as_str(),
+                "must be one line without NUL characters",
+            ));
         }
     }
     if engine == Some(Engine::Mysql) && !spec.parameters.is_empty() {
@@ -112,12 +129,68 @@ pub(crate) fn validate(
             &privilege.database,
             engine.map_or(63, Engine::max_database_name),
         );
+        reserved.check(checker, &field, &privilege.database);
         if !databases.insert(&privilege.database) {
             checker.report(
                 Rule::Names,
                 FieldError::duplicate(&field, privilege.database.as_str()),
             );
         }
+        if let Some(service) = service
+            && let Some(shared) = service
+                .spec
+                .shared_databases
+                .iter()
+                .find(|d| d.name == privilege.database)
+            && privilege.level > shared.max_level
+        {
+            checker.report(
+                Rule::SharedDatabases,
+                FieldError::forbidden(
+                    format!("{}.level", index("spec.privileges", i)),
+                    format!(
+                        "database {:?} is shared by DatabaseService {:?} up to {}",
+                        privilege.database,
+                        spec.binding.service_name,
+                        shared.max_level.as_str()
+                    ),
+                ),
+            );
+        }
+    }
+}
+
+/// Flags whose reach is the whole shared server, not the tenant's own objects: refused on
+/// shared services unless the AdmissionPolicy's `limits.serverWideFlagsAllowed`. (A team's own
+/// PostgresCluster is not shared; its users are not checked here.)
+fn check_server_wide_flags(checker: &mut Checker<'_>, flags: &[RoleFlag], engine: Option<Engine>) {
+    if checker.policy().limits.server_wide_flags_allowed {
+        return;
+    }
+    for (i, flag) in flags.iter().enumerate() {
+        let reach = match (flag, engine) {
+            (RoleFlag::Replication, _) => "it can stream every tenant's data",
+            (RoleFlag::Createrole, Some(Engine::Mysql)) => {
+                "on MySQL it is the global CREATE USER privilege, which can drop and rename every account"
+            }
+            (RoleFlag::Createrole, _) => {
+                "it can alter every non-superuser role (PostgreSQL before 16) and create roles outside dbward"
+            }
+            (RoleFlag::Createdb, Some(Engine::Mysql)) => {
+                "on MySQL it is the global CREATE privilege, which creates tables in every tenant's database"
+            }
+            _ => continue,
+        };
+        checker.report(
+            Rule::ServerWideFlags,
+            FieldError::forbidden(
+                index("spec.flags", i),
+                format!(
+                    "{} is not allowed on shared services by the AdmissionPolicy (limits.serverWideFlagsAllowed is false): {reach}",
+                    flag.as_str()
+                ),
+            ),
+        );
     }
 }
 

@@ -11,7 +11,8 @@ use crate::api::admission_policy::POLICY_NAME;
 use crate::api::database_service::{CONNECTOR_LABEL, CONNECTOR_LABEL_VALUE};
 use crate::api::{AdmissionPolicySpec, DatabaseService};
 
-/// The parts of a connector Secret the rules look at (never its values, but for `type`).
+/// The parts of a connector Secret the rules look at: its labels, which keys it has, and the
+/// values of `type` and `user`. Never the password (nor any other value).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ConnectorSecret {
     pub labels: BTreeMap<String, String>,
@@ -19,6 +20,9 @@ pub struct ConnectorSecret {
     pub keys: BTreeSet<String>,
     /// The decoded `type` key, if present.
     pub engine_type: Option<String>,
+    /// The decoded `user` key, if present: the role dbward administers the server as, which no
+    /// object may name.
+    pub user: Option<String>,
 }
 
 /// A snapshot of the objects cross-object rules read.
@@ -117,22 +121,30 @@ fn connector_secret(object: &Value, labels: BTreeMap<String, String>) -> Connect
         labels,
         ..ConnectorSecret::default()
     };
+    // The API server merges `stringData` over `data`; so does this.
     if let Some(data) = object.get("data").and_then(Value::as_object) {
         for (k, v) in data {
             secret.keys.insert(k.clone());
-            if k == "type" {
-                let decoded = v
-                    .as_str()
-                    .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok());
-                secret.engine_type = decoded.and_then(|b| String::from_utf8(b).ok());
+            let decoded = || {
+                v.as_str()
+                    .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+                    .and_then(|b| String::from_utf8(b).ok())
+            };
+            match k.as_str() {
+                "type" => secret.engine_type = decoded(),
+                "user" => secret.user = decoded(),
+                _ => {}
             }
         }
     }
     if let Some(data) = object.get("stringData").and_then(Value::as_object) {
         for (k, v) in data {
             secret.keys.insert(k.clone());
-            if k == "type" {
-                secret.engine_type = v.as_str().map(str::to_string);
+            let value = || v.as_str().map(str::to_string);
+            match k.as_str() {
+                "type" => secret.engine_type = value(),
+                "user" => secret.user = value(),
+                _ => {}
             }
         }
     }
@@ -152,4 +164,18 @@ fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+impl Snapshot {
+    /// The user of `service`'s connector Secret, when the snapshot has the Secret.
+    pub fn connector_user(&self, service: &DatabaseService) -> Option<&str> {
+        let reference = &service.spec.connector_secret_ref;
+        let namespace = reference
+            .namespace
+            .clone()
+            .unwrap_or_else(|| self.operator_namespace.clone());
+        self.connector_secrets
+            .get(&(namespace, reference.name.clone()))
+            .and_then(|s| s.user.as_deref())
+    }
 }

@@ -39,6 +39,32 @@ pub struct AdmissionPolicySpec {
     /// Limits and allow-lists.
     #[serde(default)]
     pub limits: Limits,
+
+    /// Pre-existing roles and databases that a namespace may take over (for migrating onto
+    /// dbward). Without an entry here, dbward never changes, grants on or drops a role or
+    /// database it did not create. The first object of `namespace` that names the role or
+    /// database on `serviceName` marks it as its own; from then on it is that object's, as if
+    /// dbward had created it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adoptions: Vec<Adoption>,
+}
+
+/// One pre-existing role or database a namespace may adopt.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Adoption {
+    /// The DatabaseService the role or database is on.
+    #[schemars(length(min = 1, max = 63))]
+    pub service_name: String,
+    /// The namespace whose object may adopt it.
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    /// The name of an existing role (PostgreSQL) or user (MySQL) on the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The name of an existing database on the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 /// What happens when a rule fails.
@@ -85,7 +111,48 @@ pub struct Limits {
     /// Whether a DatabaseQueryResource may read a Secret or create objects in another namespace.
     /// Default false.
     pub cross_namespace_allowed: bool,
+    /// Roles outside a namespace that ServiceUsers may name in `inRoles` (for example a
+    /// read-only group the admin maintains, or `pg_read_all_stats`). Default: none. Roles a
+    /// namespace's own objects created are always allowed; `pg_*` roles only when listed here.
+    /// Other reserved roles (`postgres`, `root`, the connector's user, …) cannot be allowed.
+    pub allowed_in_roles: Vec<String>,
+    /// Settings a ServiceUser may set in `parameters`. Default: `statement_timeout`,
+    /// `lock_timeout`, `idle_in_transaction_session_timeout`, `idle_session_timeout`,
+    /// `search_path`, `work_mem`, `maintenance_work_mem`, `temp_buffers`,
+    /// `default_transaction_isolation`, `default_transaction_read_only`, `timezone`,
+    /// `application_name`, `client_encoding`, `datestyle`, `intervalstyle`,
+    /// `lc_messages`, `lc_monetary`, `lc_numeric`, `lc_time`.
+    pub allowed_parameters: Vec<String>,
+    /// Whether ServiceUsers on shared services may have the server-wide flags `createrole`
+    /// (administers other roles; on MySQL the global `CREATE USER`) and `replication` (streams
+    /// every database's changes), and on MySQL `createdb` (the global `CREATE`, which creates
+    /// tables in every database). Default false.
+    pub server_wide_flags_allowed: bool,
 }
+
+/// The built-in `limits.allowedParameters`: per-session settings an unprivileged role may set
+/// for itself.
+pub const DEFAULT_ALLOWED_PARAMETERS: [&str; 19] = [
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "idle_session_timeout",
+    "search_path",
+    "work_mem",
+    "maintenance_work_mem",
+    "temp_buffers",
+    "default_transaction_isolation",
+    "default_transaction_read_only",
+    "timezone",
+    "application_name",
+    "client_encoding",
+    "datestyle",
+    "intervalstyle",
+    "lc_messages",
+    "lc_monetary",
+    "lc_numeric",
+    "lc_time",
+];
 
 impl Default for Limits {
     fn default() -> Self {
@@ -103,6 +170,27 @@ impl Default for Limits {
             min_poll_interval: "10s".into(),
             allowed_query_resource_kinds: vec!["ConfigMap".into()],
             cross_namespace_allowed: false,
+            allowed_in_roles: Vec::new(),
+            allowed_parameters: DEFAULT_ALLOWED_PARAMETERS.map(String::from).to_vec(),
+            server_wide_flags_allowed: false,
         }
+    }
+}
+
+impl AdmissionPolicySpec {
+    /// Whether the policy lets `namespace` adopt the existing role `name` on `service`.
+    pub fn adopts_role(&self, service: &str, namespace: &str, name: &str) -> bool {
+        self.adoptions.iter().any(|a| {
+            a.service_name == service && a.namespace == namespace && a.role.as_deref() == Some(name)
+        })
+    }
+
+    /// Whether the policy lets `namespace` adopt the existing database `name` on `service`.
+    pub fn adopts_database(&self, service: &str, namespace: &str, name: &str) -> bool {
+        self.adoptions.iter().any(|a| {
+            a.service_name == service
+                && a.namespace == namespace
+                && a.database.as_deref() == Some(name)
+        })
     }
 }

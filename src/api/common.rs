@@ -33,8 +33,9 @@ pub struct ServiceBinding {
     #[x_kube(validation = Rule::new("self == oldSelf").message("field is immutable"))]
     pub service_name: String,
 
-    /// Credentials to use instead of the DatabaseService's connector Secret: a key of a Secret
-    /// in this object's namespace.
+    /// Not supported: dbward administers a service only through its connector Secret, and
+    /// admission refuses this field (rule `auth-secret-ref`). It stays in the schema so that an
+    /// Aiven manifest carrying it gets that answer instead of an unknown-field error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_secret_ref: Option<SecretKeyRef>,
 }

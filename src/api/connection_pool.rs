@@ -54,12 +54,13 @@ pub struct ConnectionPoolSpec {
     #[serde(flatten)]
     pub secret: SecretTarget,
 
-    /// Name of the database the pool connects to.
+    /// Name of the database the pool connects to. Reserved names (the server's own databases,
+    /// `_dbward`, the connector's user) are refused.
     #[schemars(length(max = 40))]
     pub database_name: String,
 
     /// Name of the service user used to connect to the database; clients bring their own when
-    /// unset.
+    /// unset. Reserved roles (the connector's user, `postgres`, `pg_*`) are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub username: Option<String>,

@@ -17,7 +17,7 @@ pub const MAX_DATABASE_NAME: usize = 40;
     namespaced,
     shortname = "db",
     category = "dbward",
-    status = "CommonStatus",
+    status = "DatabaseStatus",
     doc = "A database on a DatabaseService.",
     printcolumn(
         name = "Service Name",
@@ -25,7 +25,11 @@ pub const MAX_DATABASE_NAME: usize = 40;
         json_path = ".spec.serviceName"
     ),
     printcolumn(name = "Project", type_ = "string", json_path = ".spec.project"),
-    printcolumn(name = "Database", type_ = "string", json_path = ".spec.databaseName"),
+    printcolumn(
+        name = "Database",
+        type_ = "string",
+        json_path = ".status.databaseName"
+    ),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -42,7 +46,9 @@ pub struct DatabaseSpec {
     #[serde(flatten)]
     pub binding: ServiceBinding,
 
-    /// Name of the database on the server. Defaults to `metadata.name`. Immutable.
+    /// Name of the database on the server. Defaults to `metadata.name`. Immutable. The server's
+    /// own databases (`postgres`, `pg_*`, `template0/1`; `mysql`, `sys`, `information_schema`,
+    /// …), `_dbward`, the connector's user and the service's `sharedDatabases` are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 40), regex(pattern = r"^[a-zA-Z_][a-zA-Z0-9_-]*$"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("field is immutable"))]
@@ -58,7 +64,8 @@ pub struct DatabaseSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("field is immutable"))]
     pub lc_ctype: Option<String>,
 
-    /// Role that owns the database (PostgreSQL). Defaults to the connector's user.
+    /// Role that owns the database (PostgreSQL). Defaults to the connector's user, which cannot
+    /// be named here; nor can another reserved role (`postgres`, `pg_*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63), regex(pattern = r"^[a-zA-Z_][a-zA-Z0-9_-]*$"))]
     pub owner: Option<String>,
@@ -70,4 +77,16 @@ pub struct DatabaseSpec {
     /// `Retain` (default) keeps the database when this object is deleted; `Delete` drops it.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+}
+
+/// Observed state of a Database. The name is pinned here on the first reconcile, so a later
+/// change (or a lost webhook) can never retarget a drop.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseStatus {
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    /// Name of the database on the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_name: Option<String>,
 }

@@ -81,12 +81,15 @@ pub struct DatabaseClaimStatus {
     pub username: Option<String>,
 }
 
-/// The name a claim's database and user get on the server: `<namespace>_<name>`, lowercased,
-/// every character outside `[a-z0-9_]` replaced by `_`, and — when longer than `max` — cut and
-/// ended with a hash of the full name, so distinct claims never collide.
+/// The name a claim's database and user get on the server: `<namespace>_<name>` lowercased,
+/// every character outside `[a-z0-9_]` replaced by `_`, cut to fit, and always ended with `_`
+/// and a hash of the pair itself (ten base-32 characters of SHA-256 over `namespace/name`), so
+/// that claims whose readable parts agree — `team-a/b` and `team/a-b` — still get distinct
+/// names within the engine's `max`. The hash must never change between versions; names already
+/// pinned in a claim's status are kept as they are.
 pub fn derived_name(namespace: &str, name: &str, max: usize) -> String {
-    let full = format!("{namespace}_{name}");
-    let mut clean: String = full
+    let hash = pair_hash(namespace, name);
+    let mut readable: String = format!("{namespace}_{name}")
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
@@ -96,22 +99,24 @@ pub fn derived_name(namespace: &str, name: &str, max: usize) -> String {
             }
         })
         .collect();
-    if clean.starts_with(|c: char| c.is_ascii_digit()) {
-        clean.insert(0, '_');
+    // Names may not start with a digit, and PostgreSQL reserves roles starting with `pg_`.
+    if readable.starts_with(|c: char| c.is_ascii_digit()) || readable.starts_with("pg_") {
+        readable.insert(0, '_');
     }
-    if clean.len() <= max {
-        return clean;
-    }
-    let hash = format!("{:08x}", fnv1a32(full.as_bytes()));
-    clean.truncate(max - hash.len() - 1);
-    format!("{clean}_{hash}")
+    readable.truncate(max.saturating_sub(hash.len() + 1));
+    format!("{readable}_{hash}")
 }
 
-/// FNV-1a: a small, stable hash (it must never change between versions).
-fn fnv1a32(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-    })
+/// Ten characters of base 32 (`a-z2-7`) from the first 50 bits of SHA-256 over `namespace/name`
+/// (neither may contain `/`, so the pair is read back unambiguously).
+fn pair_hash(namespace: &str, name: &str) -> String {
+    use sha2::Digest as _;
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let digest = sha2::Sha256::digest(format!("{namespace}/{name}").as_bytes());
+    let bits = u64::from_be_bytes(digest[..8].try_into().expect("eight bytes"));
+    (0..10)
+        .map(|i| char::from(ALPHABET[((bits >> (59 - 5 * i)) & 31) as usize]))
+        .collect()
 }
 
 #[cfg(test)]
@@ -119,22 +124,72 @@ mod tests {
     use super::derived_name;
 
     #[test]
-    fn derived_names_are_sanitised_and_bounded() {
-        assert_eq!(derived_name("team-a", "app", 32), "team_a_app");
-        assert_eq!(derived_name("9ns", "x.y", 32), "_9ns_x_y");
-        let long = derived_name(
-            "a-very-long-namespace-name",
-            "with-a-very-long-claim-name",
-            32,
-        );
-        assert_eq!(long.len(), 32);
-        assert_ne!(
-            long,
-            derived_name(
+    fn derived_names_are_sanitised_bounded_and_stable() {
+        let short = derived_name("team-a", "app", 32);
+        assert!(short.starts_with("team_a_app_"), "{short}");
+        assert_eq!(short.len(), "team_a_app_".len() + 10);
+        // Stable across versions: a change here would retarget every unpinned claim.
+        assert_eq!(short, derived_name("team-a", "app", 32));
+        assert!(derived_name("9ns", "x.y", 32).starts_with("_9ns_x_y_"));
+        assert!(derived_name("pg-team", "app", 63).starts_with("_pg_team_app_"));
+        for max in [32, 63, 64] {
+            let long = derived_name(
                 "a-very-long-namespace-name",
-                "with-a-very-long-claim-name2",
-                32
-            )
-        );
+                "with-a-very-long-claim-name",
+                max,
+            );
+            assert_eq!(long.len(), max);
+        }
+    }
+
+    #[test]
+    fn the_issue_pairs_no_longer_collide() {
+        for max in [32, 63, 64] {
+            assert_ne!(
+                derived_name("team-a", "b", max),
+                derived_name("team", "a-b", max)
+            );
+            assert_ne!(
+                derived_name("team", "a.b", max),
+                derived_name("team", "a-b", max)
+            );
+        }
+    }
+
+    /// Property: distinct (namespace, name) pairs get distinct names, at every engine limit,
+    /// over generated pairs built to agree in their readable part.
+    #[test]
+    fn distinct_pairs_never_share_a_name() {
+        use std::collections::HashMap;
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet = b"ab-.0";
+        let mut pairs = std::collections::BTreeSet::new();
+        while pairs.len() < 20_000 {
+            let len = 2 + (next() % 40) as usize;
+            let word: String = (0..len)
+                .map(|_| char::from(alphabet[(next() % alphabet.len() as u64) as usize]))
+                .collect();
+            // Split the same characters at several places: the readable parts agree.
+            let cut = 1 + (next() as usize % (len - 1));
+            let (ns, name) = word.split_at(cut);
+            pairs.insert((ns.replace('.', "-"), name.to_owned()));
+            pairs.insert((format!("{ns}x").replace('.', "-"), name.to_owned()));
+        }
+        for max in [32, 63, 64] {
+            let mut seen: HashMap<String, &(String, String)> = HashMap::new();
+            for pair in &pairs {
+                let derived = derived_name(&pair.0, &pair.1, max);
+                assert!(derived.len() <= max);
+                if let Some(other) = seen.insert(derived.clone(), pair) {
+                    panic!("{other:?} and {pair:?} both became {derived:?}");
+                }
+            }
+        }
     }
 }

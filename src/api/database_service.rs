@@ -61,6 +61,14 @@ pub struct DatabaseServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_namespaces: Option<AllowedNamespaces>,
 
+    /// Databases on the server that every allowed namespace's ServiceUsers may be granted
+    /// privileges on, up to `maxLevel` (a reference database the admin maintains, say). Other
+    /// databases can only be granted on by objects of the namespace that owns them. Names follow
+    /// the database name pattern, are unique, and are not the server's own databases or
+    /// `_dbward`; no Database object may name one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_databases: Vec<SharedDatabase>,
+
     /// The PgBouncer that serves this service's ConnectionPools (PostgreSQL only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pooler: Option<PoolerSpec>,
@@ -68,6 +76,23 @@ pub struct DatabaseServiceSpec {
     /// When true, deleting this object is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_protection: Option<bool>,
+}
+
+/// A database every allowed namespace may be granted privileges on.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedDatabase {
+    /// The database's name on the server.
+    #[schemars(length(min = 1, max = 64))]
+    pub name: String,
+    /// The highest privilege level a ServiceUser may hold on it: `readOnly` (default),
+    /// `readWrite` or `owner`.
+    #[serde(default = "read_only")]
+    pub max_level: super::service_user::PrivilegeLevel,
+}
+
+fn read_only() -> super::service_user::PrivilegeLevel {
+    super::service_user::PrivilegeLevel::ReadOnly
 }
 
 /// A server engine.
@@ -185,6 +210,10 @@ pub struct DatabaseServiceStatus {
     /// The server's version, as it reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_version: Option<String>,
+    /// How dbward's connections to the server travel: `tls` or `plaintext` (the connector's
+    /// `sslmode` is `disable`, or `prefer`/`allow` and the server offers no TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
     /// When the server was last probed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_probe_time: Option<String>,

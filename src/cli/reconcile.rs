@@ -7,12 +7,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::admission;
-use crate::api::{self, Database, DatabaseClaim, DatabaseService, ServiceUser};
+use crate::api::admission_policy::POLICY_NAME;
+use crate::api::{self, AdmissionPolicy, Database, DatabaseClaim, DatabaseService, ServiceUser};
 use crate::cli::validate;
 use crate::manifests::{self, Manifest};
 use crate::reconcile::local::{self, LocalCluster};
@@ -124,6 +125,24 @@ async fn run_local(args: &ReconcileArgs) -> ExitCode {
     {
         if let Ok(service) = serde_json::from_value::<DatabaseService>(object.clone()) {
             cluster.add_service(service);
+        }
+    }
+    // What the reconcilers' own admission re-check and ownership checks read.
+    for manifest in &inputs {
+        match (manifest.api_version(), manifest.kind()) {
+            ("v1", "Namespace") => {
+                if let Ok(ns) = serde_json::from_value::<Namespace>(manifest.object.clone()) {
+                    cluster.add_namespace(ns);
+                }
+            }
+            (api::API_VERSION, "AdmissionPolicy") if manifest.name() == POLICY_NAME => {
+                if let Ok(policy) =
+                    serde_json::from_value::<AdmissionPolicy>(manifest.object.clone())
+                {
+                    cluster.set_policy(policy.spec);
+                }
+            }
+            _ => {}
         }
     }
     if let Some(dir) = &args.out

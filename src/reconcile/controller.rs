@@ -27,16 +27,21 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{info, warn};
 
+use crate::api::database::DatabaseStatus;
 use crate::api::database_claim::DatabaseClaimStatus;
+use crate::api::service_user::ServiceUserStatus;
 use crate::api::{CommonStatus, Database, DatabaseClaim, DatabaseService, ServiceUser};
 
-use super::database_claim::Names;
 use super::kube_cluster::{KubeCluster, kube_error};
 use super::status::{Readiness, now, with_ready};
 use super::{
-    Applied, Context, Error, FIELD_MANAGER, FINALIZER, Retry, database, database_claim,
-    database_service, service_user,
+    Applied, Context, Error, FIELD_MANAGER, FINALIZER, Pinned, Prepared, Retry, database,
+    database_claim, service_user,
 };
+
+mod service;
+
+pub use service::{IN_USE_RETRY, reconcile_service};
 
 /// How often an object that is fine is looked at again (drift repair).
 pub const RESYNC: Duration = Duration::from_secs(600);
@@ -178,13 +183,16 @@ pub trait Reconciled:
     fn current_status(&self) -> Option<&Self::Status>;
     /// The current conditions.
     fn conditions(&self) -> Vec<Condition>;
-    /// The status to hold after a reconcile.
-    fn next_status(&self, conditions: Vec<Condition>, names: Option<&Names>) -> Self::Status;
-    /// Observe → plan → act.
-    fn apply(
+    /// The status to hold after a reconcile: `conditions`, and the names pinned already or,
+    /// when none are yet, `pinned`.
+    fn next_status(&self, conditions: Vec<Condition>, pinned: Option<&Pinned>) -> Self::Status;
+    /// Whether the status already pins names.
+    fn is_pinned(&self) -> bool;
+    /// Observe, check and plan (no writes).
+    fn prepare(
         &self,
         ctx: &Context<KubeCluster>,
-    ) -> impl Future<Output = Result<(Applied, Option<Names>), Error>> + Send;
+    ) -> impl Future<Output = Result<Prepared, Error>> + Send;
     /// The server-side cleanup of a deleted object.
     fn cleanup(
         &self,
@@ -194,24 +202,35 @@ pub trait Reconciled:
 
 impl Reconciled for Database {
     const KIND: &'static str = "Database";
-    type Status = CommonStatus;
-    fn current_status(&self) -> Option<&CommonStatus> {
+    type Status = DatabaseStatus;
+    fn current_status(&self) -> Option<&DatabaseStatus> {
         self.status.as_ref()
     }
     fn conditions(&self) -> Vec<Condition> {
         self.status
             .as_ref()
-            .map(|s| s.conditions.clone())
+            .map(|s| s.common.conditions.clone())
             .unwrap_or_default()
     }
-    fn next_status(&self, conditions: Vec<Condition>, _: Option<&Names>) -> CommonStatus {
-        CommonStatus {
-            conditions,
-            observed_generation: self.metadata.generation,
+    fn next_status(&self, conditions: Vec<Condition>, pinned: Option<&Pinned>) -> DatabaseStatus {
+        let old = self.status.clone().unwrap_or_default();
+        DatabaseStatus {
+            common: CommonStatus {
+                conditions,
+                observed_generation: self.metadata.generation,
+            },
+            database_name: old
+                .database_name
+                .or_else(|| pinned.and_then(|p| p.database.clone())),
         }
     }
-    async fn apply(&self, ctx: &Context<KubeCluster>) -> Result<(Applied, Option<Names>), Error> {
-        Ok((database::reconcile(ctx, self).await?, None))
+    fn is_pinned(&self) -> bool {
+        self.status
+            .as_ref()
+            .is_some_and(|s| s.database_name.is_some())
+    }
+    async fn prepare(&self, ctx: &Context<KubeCluster>) -> Result<Prepared, Error> {
+        database::prepare(ctx, self).await
     }
     async fn cleanup(&self, ctx: &Context<KubeCluster>) -> Result<Applied, Error> {
         database::cleanup(ctx, self).await
@@ -220,24 +239,35 @@ impl Reconciled for Database {
 
 impl Reconciled for ServiceUser {
     const KIND: &'static str = "ServiceUser";
-    type Status = CommonStatus;
-    fn current_status(&self) -> Option<&CommonStatus> {
+    type Status = ServiceUserStatus;
+    fn current_status(&self) -> Option<&ServiceUserStatus> {
         self.status.as_ref()
     }
     fn conditions(&self) -> Vec<Condition> {
         self.status
             .as_ref()
-            .map(|s| s.conditions.clone())
+            .map(|s| s.common.conditions.clone())
             .unwrap_or_default()
     }
-    fn next_status(&self, conditions: Vec<Condition>, _: Option<&Names>) -> CommonStatus {
-        CommonStatus {
-            conditions,
-            observed_generation: self.metadata.generation,
+    fn next_status(
+        &self,
+        conditions: Vec<Condition>,
+        pinned: Option<&Pinned>,
+    ) -> ServiceUserStatus {
+        let old = self.status.clone().unwrap_or_default();
+        ServiceUserStatus {
+            common: CommonStatus {
+                conditions,
+                observed_generation: self.metadata.generation,
+            },
+            username: old.username.or_else(|| pinned.and_then(|p| p.user.clone())),
         }
     }
-    async fn apply(&self, ctx: &Context<KubeCluster>) -> Result<(Applied, Option<Names>), Error> {
-        Ok((service_user::reconcile(ctx, self).await?, None))
+    fn is_pinned(&self) -> bool {
+        self.status.as_ref().is_some_and(|s| s.username.is_some())
+    }
+    async fn prepare(&self, ctx: &Context<KubeCluster>) -> Result<Prepared, Error> {
+        service_user::prepare(ctx, self).await
     }
     async fn cleanup(&self, ctx: &Context<KubeCluster>) -> Result<Applied, Error> {
         service_user::cleanup(ctx, self).await
@@ -259,7 +289,7 @@ impl Reconciled for DatabaseClaim {
     fn next_status(
         &self,
         conditions: Vec<Condition>,
-        names: Option<&Names>,
+        pinned: Option<&Pinned>,
     ) -> DatabaseClaimStatus {
         let old = self.status.clone().unwrap_or_default();
         DatabaseClaimStatus {
@@ -270,13 +300,17 @@ impl Reconciled for DatabaseClaim {
             // Once pinned, the names never change.
             database_name: old
                 .database_name
-                .or_else(|| names.map(|n| n.database.clone())),
-            username: old.username.or_else(|| names.map(|n| n.user.clone())),
+                .or_else(|| pinned.and_then(|p| p.database.clone())),
+            username: old.username.or_else(|| pinned.and_then(|p| p.user.clone())),
         }
     }
-    async fn apply(&self, ctx: &Context<KubeCluster>) -> Result<(Applied, Option<Names>), Error> {
-        let (applied, names) = database_claim::reconcile(ctx, self).await?;
-        Ok((applied, Some(names)))
+    fn is_pinned(&self) -> bool {
+        self.status
+            .as_ref()
+            .is_some_and(|s| s.database_name.is_some() && s.username.is_some())
+    }
+    async fn prepare(&self, ctx: &Context<KubeCluster>) -> Result<Prepared, Error> {
+        database_claim::prepare(ctx, self).await
     }
     async fn cleanup(&self, ctx: &Context<KubeCluster>) -> Result<Applied, Error> {
         database_claim::cleanup(ctx, self).await
@@ -317,7 +351,7 @@ where
                 Ok(Requeue::await_change())
             }
             Err(e) => {
-                fail(&state, &api, object.as_ref(), &e).await;
+                fail(&state, &api, object.as_ref(), &e, None).await;
                 Err(e)
             }
         };
@@ -329,8 +363,22 @@ where
     } else {
         Arc::new(set_finalizer(&api, object.as_ref(), true).await?)
     };
-    match object.apply(&state.ctx).await {
-        Ok((applied, names)) => {
+    let prepared = match object.prepare(&state.ctx).await {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            fail(&state, &api, object.as_ref(), &e, None).await;
+            return Err(e);
+        }
+    };
+    // Pin the names before anything is written on the server: from now on no edit can
+    // retarget what this object created.
+    let pinned = prepared.pinned.clone();
+    if !object.is_pinned() {
+        let status = object.next_status(object.conditions(), Some(&pinned));
+        write_status(&api, object.as_ref(), &status).await?;
+    }
+    match prepared.run(&state.ctx.cluster).await {
+        Ok(applied) => {
             let message = if applied.warnings.is_empty() {
                 "as desired".to_owned()
             } else {
@@ -342,7 +390,7 @@ where
                 object.meta().generation,
                 &now(),
             );
-            let status = object.next_status(conditions, names.as_ref());
+            let status = object.next_status(conditions, Some(&pinned));
             write_status(&api, object.as_ref(), &status).await?;
             announce(&state, object.as_ref(), &applied, "Reconciled").await;
             state.metrics.count(K::KIND, "ok");
@@ -350,14 +398,20 @@ where
             Ok(Requeue::requeue(RESYNC))
         }
         Err(e) => {
-            fail(&state, &api, object.as_ref(), &e).await;
+            fail(&state, &api, object.as_ref(), &e, Some(&pinned)).await;
             Err(e)
         }
     }
 }
 
 /// Records a failure: `Ready=False` with the error's reason, a warning event.
-async fn fail<K: Reconciled>(state: &State, api: &Api<K>, object: &K, error: &Error) {
+async fn fail<K: Reconciled>(
+    state: &State,
+    api: &Api<K>,
+    object: &K,
+    error: &Error,
+    pinned: Option<&Pinned>,
+) {
     warn!(kind = K::KIND, namespace = object.namespace().as_deref(), name = %object.name_any(), category = error.category(), error = %error, "reconcile failed");
     state.metrics.count(K::KIND, error.category());
     let conditions = with_ready(
@@ -366,7 +420,7 @@ async fn fail<K: Reconciled>(state: &State, api: &Api<K>, object: &K, error: &Er
         object.meta().generation,
         &now(),
     );
-    let status = object.next_status(conditions, None);
+    let status = object.next_status(conditions, pinned);
     if let Err(e) = write_status(api, object, &status).await {
         warn!(error = %e, "cannot write the status");
     }
@@ -424,7 +478,10 @@ async fn write_status<K: Reconciled>(
 }
 
 /// Adds or removes dbward's finalizer (a merge patch guarded by `resourceVersion`).
-async fn set_finalizer<K: Reconciled>(api: &Api<K>, object: &K, present: bool) -> Result<K, Error> {
+async fn set_finalizer<K>(api: &Api<K>, object: &K, present: bool) -> Result<K, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
     let mut finalizers: Vec<String> = object
         .finalizers()
         .iter()
@@ -465,75 +522,6 @@ pub fn error_policy<K: Reconciled>(object: Arc<K>, error: &Error, state: Arc<Sta
         Retry::OnChange => Requeue::await_change(),
         Retry::Slow => Requeue::requeue(SLOW_RETRY),
         Retry::Backoff => Requeue::requeue(state.backoff(&key)),
-    }
-}
-
-/// One probe of a DatabaseService: status written when it changed, requeued every
-/// [`database_service::PROBE_INTERVAL`] (sooner, with backoff, while unreachable).
-pub async fn reconcile_service(
-    service: Arc<DatabaseService>,
-    state: Arc<State>,
-) -> Result<Requeue, Error> {
-    let name = service.name_any();
-    if service.meta().deletion_timestamp.is_some() {
-        state.ctx.forget(&name);
-        return Ok(Requeue::await_change());
-    }
-    let probe = database_service::probe(&state.ctx, &service).await;
-    let status = database_service::status_after(
-        service.status.as_ref(),
-        service.metadata.generation,
-        &probe,
-        &now(),
-    );
-    let was_reachable = service.status.as_ref().and_then(|s| s.reachable);
-    if service.status.as_ref() != Some(&status) {
-        let api: Api<DatabaseService> = Api::all(state.client());
-        let body = json!({
-            "apiVersion": DatabaseService::api_version(&()),
-            "kind": "DatabaseService",
-            "status": status,
-        });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await
-        .map_err(kube_error("patch status"))?;
-    }
-    let key = format!("DatabaseService//{name}");
-    match probe {
-        Ok(_) => {
-            if was_reachable == Some(false) {
-                state
-                    .publish(
-                        service.as_ref(),
-                        EventType::Normal,
-                        "Reachable",
-                        "the server is reachable again".to_owned(),
-                    )
-                    .await;
-            }
-            state.metrics.count("DatabaseService", "ok");
-            state.succeeded(&key);
-            Ok(Requeue::requeue(database_service::PROBE_INTERVAL))
-        }
-        Err(e) => {
-            state.metrics.count("DatabaseService", e.category());
-            if was_reachable != Some(false) {
-                state
-                    .publish(
-                        service.as_ref(),
-                        EventType::Warning,
-                        e.reason(),
-                        e.to_string(),
-                    )
-                    .await;
-            }
-            let delay = state.backoff(&key).min(database_service::PROBE_INTERVAL);
-            Ok(Requeue::requeue(delay))
-        }
     }
 }
 

@@ -6,17 +6,40 @@
 
 use tracing::instrument;
 
-use crate::api::{Database, DeletionPolicy};
-use crate::sql::{self, DatabaseState, Engine, SqlAction};
+use crate::api::{AdmissionPolicySpec, Database, DatabaseService, DeletionPolicy};
+use crate::sql::{self, DatabaseState, Engine, RoleState, SqlAction};
 
-use super::{Action, Applied, Cluster, Context, Error, act, sql_engine};
+use super::guard::{self, Wanted};
+use super::{Action, Applied, Cluster, Context, Error, Pinned, Prepared, act, sql_engine};
 
-/// The database's name on the server: `spec.databaseName`, default `metadata.name`.
+/// The database's name on the server: the one pinned in `status`, else `spec.databaseName`,
+/// default `metadata.name`.
 pub fn database_name(db: &Database) -> String {
+    db.status
+        .as_ref()
+        .and_then(|s| s.database_name.clone())
+        .unwrap_or_else(|| requested_name(db))
+}
+
+fn requested_name(db: &Database) -> String {
     db.spec
         .database_name
         .clone()
         .unwrap_or_else(|| db.metadata.name.clone().unwrap_or_default())
+}
+
+/// Pure: a `spec.databaseName` that differs from the pinned name is refused, not followed.
+pub fn check_pinned(db: &Database) -> Result<(), Error> {
+    let (pinned, requested) = (database_name(db), requested_name(db));
+    if pinned == requested {
+        return Ok(());
+    }
+    Err(Error::Denied {
+        message: format!(
+            "Database.dbward.dev {:?} is invalid: spec.databaseName: Invalid value: {requested:?}: field is immutable (the database is {pinned:?})",
+            db.metadata.name.as_deref().unwrap_or_default()
+        ),
+    })
 }
 
 /// The desired database. The owner is a PostgreSQL notion (MySQL has no database owners), so
@@ -28,6 +51,7 @@ pub fn desired(db: &Database, engine: Engine) -> sql::DatabaseSpec {
         owner: db.spec.owner.clone().filter(|_| postgres),
         lc_collate: db.spec.lc_collate.clone(),
         lc_ctype: db.spec.lc_ctype.clone().filter(|_| postgres),
+        marker: Some(guard::marker_of(db)),
     }
 }
 
@@ -39,20 +63,84 @@ pub fn plan(desired: &sql::DatabaseSpec, observed: Option<&DatabaseState>) -> Ve
         .collect()
 }
 
-/// Observe → plan → act.
-#[instrument(skip_all, fields(kind = "Database", namespace = db.metadata.namespace.as_deref(), name = db.metadata.name.as_deref()))]
+/// Observe → check → plan → act.
 pub async fn reconcile<C: Cluster>(ctx: &Context<C>, db: &Database) -> Result<Applied, Error> {
+    prepare(ctx, db).await?.run(&ctx.cluster).await
+}
+
+/// Observe, check (admission again, then ownership on the server) and plan, writing nothing.
+#[instrument(skip_all, fields(kind = "Database", namespace = db.metadata.namespace.as_deref(), name = db.metadata.name.as_deref()))]
+pub async fn prepare<C: Cluster>(ctx: &Context<C>, db: &Database) -> Result<Prepared, Error> {
     let (service, handle) = ctx.service(&db.spec.binding.service_name).await?;
+    let policy = guard::admit(ctx, &service, db).await?;
+    check_pinned(db)?;
     let desired = desired(db, sql_engine(service.spec.engine));
     let observed = handle.server.observe_database(&desired.name).await?;
-    let actions = plan(&desired, observed.as_ref());
-    act(&handle.server, &ctx.cluster, &actions).await?;
+    let owner = match &desired.owner {
+        Some(owner) => handle.server.observe_role(owner, None).await?,
+        None => None,
+    };
+    authorize(
+        db,
+        &service,
+        &policy,
+        &desired,
+        observed.as_ref(),
+        owner.as_ref(),
+    )?;
     let warnings = observed
         .as_ref()
         .and_then(|o| sql::database_immutable_drift(&desired, o))
         .into_iter()
         .collect();
-    Ok(Applied { actions, warnings })
+    Ok(Prepared {
+        server: handle.server.clone(),
+        actions: plan(&desired, observed.as_ref()),
+        warnings,
+        pinned: Pinned {
+            database: Some(desired.name.clone()),
+            user: None,
+        },
+    })
+}
+
+/// Pure: the database must be free, this object's or adoptable, and its `owner` a role of the
+/// same namespace.
+pub fn authorize(
+    db: &Database,
+    service: &DatabaseService,
+    policy: &AdmissionPolicySpec,
+    desired: &sql::DatabaseSpec,
+    observed: Option<&DatabaseState>,
+    owner: Option<&RoleState>,
+) -> Result<(), Error> {
+    let namespace = db.metadata.namespace.as_deref().unwrap_or_default();
+    let service_name = service.metadata.name.as_deref().unwrap_or_default();
+    let marker = desired
+        .marker
+        .clone()
+        .unwrap_or_else(|| guard::marker_of(db));
+    guard::own_name(
+        Wanted {
+            what: "database",
+            name: &desired.name,
+            service: service_name,
+        },
+        &marker,
+        observed.map(|o| o.marker.as_ref()),
+        policy.adopts_database(service_name, namespace, &desired.name),
+    )?;
+    if let Some(name) = &desired.owner
+        && !sql::owned_by_namespace(owner.and_then(|o| o.marker.as_ref()), namespace)
+    {
+        return Err(Error::NotOwned {
+            field: "spec.owner".to_owned(),
+            what: "role",
+            name: name.clone(),
+            reason: "is not a role of this namespace's ServiceUsers".to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// What deleting the object does to the database.
@@ -85,9 +173,21 @@ pub async fn cleanup<C: Cluster>(ctx: &Context<C>, db: &Database) -> Result<Appl
             warnings: vec![format!("database {:?} kept: {why}", database_name(db))],
         }),
         Cleanup::Drop(name) => {
-            let (_, handle) = ctx.service(&db.spec.binding.service_name).await?;
-            if handle.server.observe_database(&name).await?.is_none() {
+            let handle = match ctx.service(&db.spec.binding.service_name).await {
+                Ok((_, handle)) => handle,
+                Err(Error::ServiceNotFound { name }) => return Ok(super::service_gone(&name)),
+                Err(e) => return Err(e),
+            };
+            let Some(observed) = handle.server.observe_database(&name).await? else {
                 return Ok(Applied::default());
+            };
+            if !guard::may_drop(&guard::marker_of(db), observed.marker.as_ref()) {
+                return Ok(Applied {
+                    actions: Vec::new(),
+                    warnings: vec![format!(
+                        "database {name:?} kept: it does not belong to this Database"
+                    )],
+                });
             }
             let actions = vec![Action::Sql(SqlAction::DropDatabase { name })];
             act(&handle.server, &ctx.cluster, &actions).await?;
@@ -137,8 +237,18 @@ mod tests {
             owner: Some("app".into()),
             lc_collate: "C".into(),
             lc_ctype: "C".into(),
+            marker: d.marker.clone(),
         };
         assert_eq!(plan(&d, Some(&observed)), vec![]);
+        // Created before it carried a marker, or adopted: the marker is written.
+        let unmarked = DatabaseState {
+            marker: None,
+            ..observed.clone()
+        };
+        assert!(matches!(
+            &plan(&d, Some(&unmarked))[..],
+            [Action::Sql(SqlAction::MarkDatabase { .. })]
+        ));
         let other_owner = DatabaseState {
             owner: Some("postgres".into()),
             ..observed

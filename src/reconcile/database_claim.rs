@@ -15,15 +15,16 @@ use tracing::instrument;
 use crate::api::database_claim::{SECRET_KEYS, SECRET_PREFIX, derived_name};
 use crate::api::{self, DatabaseClaim, DeletionPolicy};
 use crate::sql::{
-    self, ConnectionInfo, DatabaseState, Engine, Password, PrivilegeLevel, PrivilegeSpec, RoleSpec,
-    SqlAction,
+    self, ConnectionInfo, DatabaseState, Engine, OwnerMarker, Password, PrivilegeLevel,
+    PrivilegeSpec, RoleSpec, SqlAction,
 };
 
+use super::guard::{self, Wanted};
 use super::secret::{self, Target};
 use super::service_user::{
     Observed as UserObserved, owner_reference, resolve_password, secret_action,
 };
-use super::{Action, Applied, Cluster, Context, Error, act, sql_engine};
+use super::{Action, Applied, Cluster, Context, Error, Pinned, Prepared, act, sql_engine};
 
 /// The claim's names on the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,14 +98,21 @@ pub struct Desired {
     pub secret: Option<Secret>,
 }
 
-/// The desired user, database and privileges for `names` on `engine`.
-pub fn desired(engine: Engine, names: &Names, password: Option<Password>) -> Desired {
+/// The desired user, database and privileges for `names` on `engine`, both marked as the
+/// claim's (`marker`).
+pub fn desired(
+    engine: Engine,
+    names: &Names,
+    password: Option<Password>,
+    marker: Option<OwnerMarker>,
+) -> Desired {
     let postgres = engine == Engine::Postgres;
     Desired {
         role: RoleSpec {
             name: names.user.clone(),
             flags: BTreeSet::new(),
             password,
+            marker: marker.clone(),
             ..RoleSpec::default()
         },
         database: sql::DatabaseSpec {
@@ -112,6 +120,7 @@ pub fn desired(engine: Engine, names: &Names, password: Option<Password>) -> Des
             owner: postgres.then(|| names.user.clone()),
             lc_collate: None,
             lc_ctype: None,
+            marker,
         },
         privileges: if postgres {
             Vec::new()
@@ -155,13 +164,28 @@ pub fn plan(engine: Engine, desired: &Desired, observed: &Observed) -> Vec<Actio
     actions
 }
 
-/// Observe → plan → act. Returns the names used, for the controller to pin in `status`.
-#[instrument(skip_all, fields(kind = "DatabaseClaim", namespace = claim.metadata.namespace.as_deref(), name = claim.metadata.name.as_deref()))]
+/// Observe → check → plan → act. Returns the names used.
 pub async fn reconcile<C: Cluster>(
     ctx: &Context<C>,
     claim: &DatabaseClaim,
 ) -> Result<(Applied, Names), Error> {
+    let prepared = prepare(ctx, claim).await?;
+    let names = Names {
+        database: prepared.pinned.database.clone().unwrap_or_default(),
+        user: prepared.pinned.user.clone().unwrap_or_default(),
+    };
+    Ok((prepared.run(&ctx.cluster).await?, names))
+}
+
+/// Observe, check (admission again, then ownership on the server: the user and the database
+/// must be free or the claim's own) and plan, writing nothing.
+#[instrument(skip_all, fields(kind = "DatabaseClaim", namespace = claim.metadata.namespace.as_deref(), name = claim.metadata.name.as_deref()))]
+pub async fn prepare<C: Cluster>(
+    ctx: &Context<C>,
+    claim: &DatabaseClaim,
+) -> Result<Prepared, Error> {
     let (service, handle) = ctx.service(&claim.spec.binding.service_name).await?;
+    let policy = guard::admit(ctx, &service, claim).await?;
     let engine = sql_engine(service.spec.engine);
     let names = names(claim, service.spec.engine);
     let namespace = claim.metadata.namespace.clone().unwrap_or_default();
@@ -187,7 +211,29 @@ pub async fn reconcile<C: Cluster>(
         .server
         .observe_privileges(&[names.user.as_str()], &[names.database.as_str()])
         .await?;
-    let mut desired = desired(engine, &names, password.clone());
+    let marker = guard::marker_of(claim);
+    let service_name = service.metadata.name.as_deref().unwrap_or_default();
+    guard::own_name(
+        Wanted {
+            what: "role",
+            name: &names.user,
+            service: service_name,
+        },
+        &marker,
+        role.as_ref().map(|r| r.marker.as_ref()),
+        policy.adopts_role(service_name, &namespace, &names.user),
+    )?;
+    guard::own_name(
+        Wanted {
+            what: "database",
+            name: &names.database,
+            service: service_name,
+        },
+        &marker,
+        database.as_ref().map(|d| d.marker.as_ref()),
+        policy.adopts_database(service_name, &namespace, &names.database),
+    )?;
+    let mut desired = desired(engine, &names, password.clone(), Some(marker));
     desired.secret = match (&target, &password) {
         (Some(t), Some(p)) => Some(connection_secret(
             t,
@@ -203,18 +249,19 @@ pub async fn reconcile<C: Cluster>(
             role,
             privileges: held.remove(&names.user).unwrap_or_default(),
             secret: existing,
+            ..UserObserved::default()
         },
         database,
     };
-    let actions = plan(engine, &desired, &observed);
-    act(&handle.server, &ctx.cluster, &actions).await?;
-    Ok((
-        Applied {
-            actions,
-            warnings: Vec::new(),
+    Ok(Prepared {
+        server: handle.server.clone(),
+        actions: plan(engine, &desired, &observed),
+        warnings: Vec::new(),
+        pinned: Pinned {
+            database: Some(names.database),
+            user: Some(names.user),
         },
-        names,
-    ))
+    })
 }
 
 /// Pure: the drops deleting the claim performs (of what exists): with `Delete`, the database,
@@ -247,34 +294,43 @@ pub async fn cleanup<C: Cluster>(
 ) -> Result<Applied, Error> {
     let (service, handle) = match ctx.service(&claim.spec.binding.service_name).await {
         Ok(found) => found,
-        Err(Error::ServiceNotFound { name }) => {
-            return Ok(Applied {
-                actions: Vec::new(),
-                warnings: vec![format!("DatabaseService {name:?} is gone; nothing to drop")],
-            });
-        }
+        Err(Error::ServiceNotFound { name }) => return Ok(super::service_gone(&name)),
         Err(e) => return Err(e),
     };
     let names = names(claim, service.spec.engine);
-    let database_exists = handle
-        .server
-        .observe_database(&names.database)
-        .await?
-        .is_some();
-    let user_exists = handle
-        .server
-        .observe_role(&names.user, None)
-        .await?
-        .is_some();
+    let marker = guard::marker_of(claim);
+    let database = handle.server.observe_database(&names.database).await?;
+    let user = handle.server.observe_role(&names.user, None).await?;
+    let mut warnings = Vec::new();
+    // Only what carries the claim's own marker is dropped.
+    let database_exists = match &database {
+        Some(d) if guard::may_drop(&marker, d.marker.as_ref()) => true,
+        Some(_) => {
+            warnings.push(format!(
+                "database {:?} kept: it does not belong to this DatabaseClaim",
+                names.database
+            ));
+            false
+        }
+        None => false,
+    };
+    let user_exists = match &user {
+        Some(u) if guard::may_drop(&marker, u.marker.as_ref()) => true,
+        Some(_) => {
+            warnings.push(format!(
+                "role {:?} kept: it does not belong to this DatabaseClaim",
+                names.user
+            ));
+            false
+        }
+        None => false,
+    };
     let actions = cleanup_plan(claim, &names, database_exists, user_exists);
     // One action at a time, so a database still in use leaves the user in place.
     for action in &actions {
         act(&handle.server, &ctx.cluster, std::slice::from_ref(action)).await?;
     }
-    Ok(Applied {
-        actions,
-        warnings: Vec::new(),
-    })
+    Ok(Applied { actions, warnings })
 }
 
 #[cfg(test)]
@@ -304,8 +360,8 @@ mod tests {
     fn names_are_derived_then_pinned() {
         let mut c = claim(DeletionPolicy::Retain);
         let derived = names(&c, api::Engine::Postgres);
-        assert_eq!(derived.database, "team_b_store");
-        assert_eq!(derived.user, "team_b_store");
+        assert!(derived.database.starts_with("team_b_store_"), "{derived:?}");
+        assert_eq!(derived.user, derived.database);
         c.status = Some(DatabaseClaimStatus {
             database_name: Some("pinned_db".into()),
             username: Some("pinned_user".into()),
@@ -335,7 +391,7 @@ mod tests {
             sslmode: Some("require".into()),
             ca_cert: None,
         };
-        let mut d = desired(Engine::Postgres, &n, Some(Password::new("pw")));
+        let mut d = desired(Engine::Postgres, &n, Some(Password::new("pw")), None);
         d.secret = Some(connection_secret(&t, &info, &n, "pw", None));
         let actions = plan(Engine::Postgres, &d, &Observed::default());
         assert!(matches!(
@@ -348,10 +404,10 @@ mod tests {
         ));
         let data = secret::decoded_data(d.secret.as_ref().unwrap());
         assert_eq!(data.len(), SECRET_KEYS.len());
-        assert_eq!(data["DATABASECLAIM_DATABASE"], "team_b_store");
+        assert_eq!(data["DATABASECLAIM_DATABASE"], n.database);
         assert_eq!(data["DATABASECLAIM_SSLMODE"], "require");
 
-        let my = desired(Engine::Mysql, &n, None);
+        let my = desired(Engine::Mysql, &n, None, None);
         assert_eq!(my.database.owner, None);
         assert_eq!(my.privileges[0].level, PrivilegeLevel::Owner);
     }

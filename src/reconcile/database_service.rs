@@ -1,5 +1,5 @@
-//! `DatabaseService`: probe the server (connect, read its version) and report it in `status`
-//! (`reachable`, `serverVersion`, `lastProbeTime`, `Ready`).
+//! `DatabaseService`: probe the server (connect, read its version and whether TLS is used) and
+//! report it in `status` (`reachable`, `serverVersion`, `transport`, `lastProbeTime`, `Ready`).
 //!
 //! `lastProbeTime` is refreshed when something else changes or when it is older than
 //! [`PROBE_REFRESH`], so a steady service costs one status write every few minutes rather than
@@ -32,6 +32,11 @@ pub async fn probe<C: Cluster>(
     Ok(handle.server.probe().await?)
 }
 
+/// `status.transport`: how dbward's connections to the server travel.
+pub fn transport(info: &ServerInfo) -> &'static str {
+    if info.tls { "tls" } else { "plaintext" }
+}
+
 /// Pure: the status after a probe.
 pub fn status_after(
     old: Option<&DatabaseServiceStatus>,
@@ -40,19 +45,34 @@ pub fn status_after(
     now: &Time,
 ) -> DatabaseServiceStatus {
     let old = old.cloned().unwrap_or_default();
-    let (reachable, version, readiness) = match probe {
+    let (reachable, version, transport, readiness) = match probe {
         Ok(info) => (
             true,
             Some(info.version.clone()),
-            Readiness::ready(format!("reachable, version {}", info.version)),
+            Some(transport(info).to_owned()),
+            Readiness::ready(format!(
+                "reachable over {}, version {}",
+                if info.tls {
+                    "TLS"
+                } else {
+                    "plaintext (no TLS)"
+                },
+                info.version
+            )),
         ),
-        Err(e) => (false, old.server_version.clone(), Readiness::failed(e)),
+        Err(e) => (
+            false,
+            old.server_version.clone(),
+            old.transport.clone(),
+            Readiness::failed(e),
+        ),
     };
     let mut next = DatabaseServiceStatus {
         conditions: with_ready(&old.conditions, &readiness, generation, now),
         observed_generation: generation,
         reachable: Some(reachable),
         server_version: version,
+        transport,
         last_probe_time: old.last_probe_time.clone(),
     };
     let stale = old
@@ -82,10 +102,12 @@ mod tests {
     fn steady_probes_do_not_rewrite_status_until_refresh() {
         let ok: Result<ServerInfo, Error> = Ok(ServerInfo {
             version: "16.4".into(),
+            tls: false,
         });
         let first = status_after(None, Some(1), &ok, &at(1_000));
         assert_eq!(first.reachable, Some(true));
         assert_eq!(first.server_version.as_deref(), Some("16.4"));
+        assert_eq!(first.transport.as_deref(), Some("plaintext"));
         assert!(first.last_probe_time.is_some());
         assert_eq!(status_after(Some(&first), Some(1), &ok, &at(1_060)), first);
         assert_ne!(status_after(Some(&first), Some(1), &ok, &at(1_400)), first);

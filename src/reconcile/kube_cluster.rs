@@ -2,11 +2,12 @@
 //! Secrets are written with server-side apply (field manager [`FIELD_MANAGER`], forced, so
 //! dbward owns the fields it sets and nothing else).
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 
-use crate::api::DatabaseService;
+use crate::api::admission_policy::POLICY_NAME;
+use crate::api::{AdmissionPolicy, AdmissionPolicySpec, DatabaseService};
 
 use super::{Cluster, Error, FIELD_MANAGER};
 
@@ -76,5 +77,20 @@ impl Cluster for KubeCluster {
             .get_opt(name)
             .await
             .map_err(kube_error("get DatabaseService"))
+    }
+
+    async fn get_policy(&self) -> Result<AdmissionPolicySpec, Error> {
+        let policy = Api::<AdmissionPolicy>::all(self.client.clone())
+            .get_opt(POLICY_NAME)
+            .await
+            .map_err(kube_error("get AdmissionPolicy"))?;
+        Ok(policy.map(|p| p.spec).unwrap_or_default())
+    }
+
+    async fn get_namespace(&self, name: &str) -> Result<Option<Namespace>, Error> {
+        Api::<Namespace>::all(self.client.clone())
+            .get_opt(name)
+            .await
+            .map_err(kube_error("get Namespace"))
     }
 }

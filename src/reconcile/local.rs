@@ -7,9 +7,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 
-use crate::api::DatabaseService;
+use crate::api::{AdmissionPolicySpec, DatabaseService};
 
 use super::{Cluster, Error};
 
@@ -19,6 +19,8 @@ type Key = (String, String);
 #[derive(Default)]
 pub struct LocalCluster {
     services: HashMap<String, DatabaseService>,
+    namespaces: HashMap<String, Namespace>,
+    policy: AdmissionPolicySpec,
     secrets: Mutex<BTreeMap<Key, Secret>>,
     applied: Mutex<BTreeMap<Key, Secret>>,
 }
@@ -33,6 +35,17 @@ impl LocalCluster {
     pub fn add_service(&mut self, service: DatabaseService) {
         let name = service.metadata.name.clone().unwrap_or_default();
         self.services.insert(name, service);
+    }
+
+    /// Adds a Namespace (its labels are what `allowedNamespaces.selector` matches).
+    pub fn add_namespace(&mut self, namespace: Namespace) {
+        let name = namespace.metadata.name.clone().unwrap_or_default();
+        self.namespaces.insert(name, namespace);
+    }
+
+    /// Sets the AdmissionPolicy (the built-in defaults otherwise).
+    pub fn set_policy(&mut self, policy: AdmissionPolicySpec) {
+        self.policy = policy;
     }
 
     /// Adds a Secret as if it existed in the cluster; `stringData` is folded into `data` as the
@@ -146,5 +159,17 @@ impl Cluster for LocalCluster {
 
     async fn get_service(&self, name: &str) -> Result<Option<DatabaseService>, Error> {
         Ok(self.services.get(name).cloned())
+    }
+
+    fn is_complete(&self) -> bool {
+        false
+    }
+
+    async fn get_policy(&self) -> Result<AdmissionPolicySpec, Error> {
+        Ok(self.policy.clone())
+    }
+
+    async fn get_namespace(&self, name: &str) -> Result<Option<Namespace>, Error> {
+        Ok(self.namespaces.get(name).cloned())
     }
 }

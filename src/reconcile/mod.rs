@@ -15,6 +15,7 @@ pub mod controller;
 pub mod database;
 pub mod database_claim;
 pub mod database_service;
+pub mod guard;
 pub mod kube_cluster;
 pub mod local;
 pub mod secret;
@@ -24,9 +25,9 @@ pub mod status;
 use std::fmt;
 use std::future::Future;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 
-use crate::api::DatabaseService;
+use crate::api::{AdmissionPolicySpec, DatabaseService};
 use crate::sql::{self, ConnectorError, Server, SqlAction};
 
 pub use context::Context;
@@ -93,6 +94,43 @@ pub enum Error {
         /// Key.
         key: String,
     },
+    /// The admission rules refuse the object (it reached the API server without the webhook:
+    /// the webhook was down, not yet registered, or skipped its namespace). Nothing is applied.
+    #[error("{message}")]
+    Denied {
+        /// The field errors, as the webhook would have given them.
+        message: String,
+    },
+    /// A role or database of this name exists on the server and does not belong to this object
+    /// (dbward did not create it, or created it for another object). It is never changed,
+    /// granted on or dropped. The message does not say whose it is.
+    #[error(
+        "{what} {name:?} already exists on DatabaseService {service:?} and does not belong to this {kind}; choose another name (an admin can let this namespace adopt an existing {what} in the AdmissionPolicy's spec.adoptions)"
+    )]
+    NameTaken {
+        /// `role` or `database`.
+        what: &'static str,
+        /// Its name on the server.
+        name: String,
+        /// The DatabaseService.
+        service: String,
+        /// The kind of the object that wanted it.
+        kind: String,
+    },
+    /// A grant, membership or owner names a role or database that does not belong to this
+    /// namespace (or does not exist yet). Retried: it may be created by the namespace's own
+    /// objects shortly.
+    #[error("{field}: Forbidden: {what} {name:?} {reason}")]
+    NotOwned {
+        /// The field path, e.g. `spec.privileges[0].database`.
+        field: String,
+        /// `role` or `database`.
+        what: &'static str,
+        /// Its name on the server.
+        name: String,
+        /// What would be accepted.
+        reason: String,
+    },
     /// The object cannot be reconciled as it is (admission would have refused it); it waits for
     /// a change.
     #[error("{message}")]
@@ -132,6 +170,9 @@ impl Error {
             Error::EngineMismatch { .. } => "engine_mismatch",
             Error::PasswordSecretMissing { .. } => "password_secret_missing",
             Error::Invalid { .. } => "invalid",
+            Error::Denied { .. } => "denied",
+            Error::NameTaken { .. } => "name_taken",
+            Error::NotOwned { .. } => "not_owned",
             Error::Sql(e) => e.category(),
             Error::Kube { .. } => "kube_api",
             Error::LocalFile { .. } => "local_file",
@@ -148,6 +189,8 @@ impl Error {
             | Error::EngineMismatch { .. } => "ConnectorInvalid",
             Error::PasswordSecretMissing { .. } => "PasswordSecretMissing",
             Error::Invalid { .. } => "Invalid",
+            Error::Denied { .. } | Error::NotOwned { .. } => "Denied",
+            Error::NameTaken { .. } => "NameTaken",
             Error::Sql(sql::Error::Unreachable { .. }) => "ServiceUnreachable",
             Error::Sql(sql::Error::ConnectRejected { .. }) => "ServiceRejectedConnection",
             Error::Sql(sql::Error::DatabaseInUse { .. }) => "DatabaseInUse",
@@ -166,7 +209,10 @@ impl Error {
             Error::Kube { .. }
             | Error::ServiceNotFound { .. }
             | Error::ConnectorSecretNotFound { .. }
-            | Error::PasswordSecretMissing { .. } => Retry::Backoff,
+            | Error::PasswordSecretMissing { .. }
+            | Error::NotOwned { .. } => Retry::Backoff,
+            // Denied and NameTaken wait for a change of the object — or of the policy, the
+            // service or the server, which are looked at again every few minutes.
             // A fix lies elsewhere (the connector, the server's configuration): look again
             // now and then rather than hammering.
             _ => Retry::Slow,
@@ -228,6 +274,40 @@ pub struct Applied {
     pub warnings: Vec<String>,
 }
 
+/// The names on the server an object is pinned to in its `status` on its first reconcile, so
+/// that no later edit, collision or lost webhook can retarget a grant or a drop.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pinned {
+    /// The database (Database, DatabaseClaim).
+    pub database: Option<String>,
+    /// The role (ServiceUser, DatabaseClaim).
+    pub user: Option<String>,
+}
+
+/// A reconcile that has observed, passed the admission and ownership checks and planned, but
+/// not written anything yet: the controller pins the names first, then runs it.
+pub struct Prepared {
+    /// The server the SQL actions go to.
+    pub server: std::sync::Arc<Server>,
+    /// The plan.
+    pub actions: Vec<Action>,
+    /// Differences dbward cannot repair, for the status message.
+    pub warnings: Vec<String>,
+    /// The names the object uses on the server.
+    pub pinned: Pinned,
+}
+
+impl Prepared {
+    /// Executes the plan.
+    pub async fn run(self, cluster: &impl Cluster) -> Result<Applied, Error> {
+        act(&self.server, cluster, &self.actions).await?;
+        Ok(Applied {
+            actions: self.actions,
+            warnings: self.warnings,
+        })
+    }
+}
+
 /// The Kubernetes side a reconciler reads and writes: the in-cluster API
 /// ([`kube_cluster::KubeCluster`]) or local files ([`local::LocalCluster`]).
 pub trait Cluster: Send + Sync {
@@ -253,6 +333,22 @@ pub trait Cluster: Send + Sync {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<Option<DatabaseService>, Error>> + Send;
+
+    /// The `default` AdmissionPolicy's spec; the built-in defaults when there is none.
+    fn get_policy(&self) -> impl Future<Output = Result<AdmissionPolicySpec, Error>> + Send;
+
+    /// Whether what this side returns is the whole cluster (a missing reference is then an
+    /// error, as for the webhook) or only some manifests (local mode: a warning, as for
+    /// `dbward validate`).
+    fn is_complete(&self) -> bool {
+        true
+    }
+
+    /// A Namespace (for its labels); `None` when it is unknown.
+    fn get_namespace(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Namespace>, Error>> + Send;
 }
 
 /// Executes a plan: the SQL actions in order on `server`, then the Kubernetes ones.
@@ -277,6 +373,16 @@ pub async fn act(server: &Server, cluster: &impl Cluster, actions: &[Action]) ->
         }
     }
     Ok(())
+}
+
+/// The cleanup of an object whose DatabaseService no longer exists: nothing to drop. (A
+/// DatabaseService waits, through its finalizer, until no object uses it, so this is a service
+/// that never existed or whose finalizer an admin removed.)
+pub(crate) fn service_gone(name: &str) -> Applied {
+    Applied {
+        actions: Vec::new(),
+        warnings: vec![format!("DatabaseService {name:?} is gone; nothing to drop")],
+    }
 }
 
 /// `spec.serviceName`'s engine in the SQL engine's terms.

@@ -13,22 +13,48 @@ use kube::Resource;
 use tracing::instrument;
 
 use crate::api::service_user::{SECRET_KEYS, SECRET_PREFIX};
-use crate::api::{self, ServiceUser};
+use crate::api::{self, AdmissionPolicySpec, DatabaseService, ServiceUser};
 use crate::sql::{
     self, ConnectionInfo, Engine, Password, PrivilegeLevel, PrivilegeSet, PrivilegeSpec, RoleSpec,
     RoleState,
 };
 
 use super::context::ServiceHandle;
+use super::guard::{self, Wanted};
 use super::secret::{self, Target};
-use super::{Action, Applied, Cluster, Context, Error, act, sql_engine};
+use super::{Action, Applied, Cluster, Context, Error, Pinned, Prepared, act, sql_engine};
 
-/// The role's name on the server: `spec.username`, default `metadata.name`.
+/// The role's name on the server: the one pinned in `status`, else `spec.username`, default
+/// `metadata.name`.
 pub fn username(user: &ServiceUser) -> String {
+    user.status
+        .as_ref()
+        .and_then(|s| s.username.clone())
+        .unwrap_or_else(|| requested_username(user))
+}
+
+/// The name `spec` asks for: `spec.username`, default `metadata.name`.
+fn requested_username(user: &ServiceUser) -> String {
     user.spec
         .username
         .clone()
         .unwrap_or_else(|| user.metadata.name.clone().unwrap_or_default())
+}
+
+/// Pure: a `spec.username` that differs from the pinned name (edited while the webhook was not
+/// looking) is refused rather than followed.
+pub fn check_pinned(user: &ServiceUser) -> Result<(), Error> {
+    let pinned = username(user);
+    let requested = requested_username(user);
+    if pinned == requested {
+        return Ok(());
+    }
+    Err(Error::Denied {
+        message: format!(
+            "ServiceUser.dbward.dev {:?} is invalid: spec.username: Invalid value: {requested:?}: field is immutable (the role is {pinned:?})",
+            user.metadata.name.as_deref().unwrap_or_default()
+        ),
+    })
 }
 
 /// Where the credentials go; `None` when `connInfoSecretTargetDisabled`.
@@ -49,6 +75,7 @@ pub fn role_spec(user: &ServiceUser) -> RoleSpec {
         in_roles: user.spec.in_roles.iter().cloned().collect::<BTreeSet<_>>(),
         parameters: user.spec.parameters.clone(),
         password: None,
+        marker: Some(guard::marker_of(user)),
     }
 }
 
@@ -128,6 +155,10 @@ pub struct Observed {
     pub privileges: BTreeMap<String, PrivilegeSet>,
     /// The target Secret as it is.
     pub secret: Option<Secret>,
+    /// The roles of `inRoles` that exist, for their ownership markers.
+    pub groups: BTreeMap<String, RoleState>,
+    /// The databases of `privileges` that exist, for their ownership markers.
+    pub databases: BTreeMap<String, sql::DatabaseState>,
 }
 
 /// Everything the plan aims for.
@@ -217,18 +248,88 @@ pub fn owner_reference<K: Resource<DynamicType = ()>>(object: &K) -> Option<Owne
     object.controller_owner_ref(&())
 }
 
-/// Observe → plan → act.
-#[instrument(skip_all, fields(kind = "ServiceUser", namespace = user.metadata.namespace.as_deref(), name = user.metadata.name.as_deref()))]
+/// Observe → check → plan → act.
 pub async fn reconcile<C: Cluster>(ctx: &Context<C>, user: &ServiceUser) -> Result<Applied, Error> {
+    prepare(ctx, user).await?.run(&ctx.cluster).await
+}
+
+/// Observe, check (admission again, then ownership on the server) and plan, writing nothing.
+#[instrument(skip_all, fields(kind = "ServiceUser", namespace = user.metadata.namespace.as_deref(), name = user.metadata.name.as_deref()))]
+pub async fn prepare<C: Cluster>(ctx: &Context<C>, user: &ServiceUser) -> Result<Prepared, Error> {
     let (service, handle) = ctx.service(&user.spec.binding.service_name).await?;
+    let policy = guard::admit(ctx, &service, user).await?;
+    check_pinned(user)?;
     let engine = sql_engine(service.spec.engine);
     let (desired, observed) = observe(ctx, user, &handle, engine).await?;
-    let actions = plan(engine, &desired, &observed);
-    act(&handle.server, &ctx.cluster, &actions).await?;
-    Ok(Applied {
-        actions,
+    authorize(user, &service, &policy, &desired, &observed)?;
+    Ok(Prepared {
+        server: handle.server.clone(),
+        actions: plan(engine, &desired, &observed),
         warnings: Vec::new(),
+        pinned: Pinned {
+            database: None,
+            user: Some(desired.role.name.clone()),
+        },
     })
+}
+
+/// Pure: whose role, memberships and databases these are. The role must be free, this object's
+/// or adoptable; every `inRoles` role must belong to the namespace (or be allowed by the
+/// policy); every privilege must be on a database of the namespace, or on one the service
+/// shares up to that level.
+pub fn authorize(
+    user: &ServiceUser,
+    service: &DatabaseService,
+    policy: &AdmissionPolicySpec,
+    desired: &Desired,
+    observed: &Observed,
+) -> Result<(), Error> {
+    let namespace = user.metadata.namespace.as_deref().unwrap_or_default();
+    let service_name = service.metadata.name.as_deref().unwrap_or_default();
+    let name = desired.role.name.as_str();
+    let marker = desired
+        .role
+        .marker
+        .clone()
+        .unwrap_or_else(|| guard::marker_of(user));
+    guard::own_name(
+        Wanted {
+            what: "role",
+            name,
+            service: service_name,
+        },
+        &marker,
+        observed.role.as_ref().map(|r| r.marker.as_ref()),
+        policy.adopts_role(service_name, namespace, name),
+    )?;
+    guard::check_memberships(&desired.role.in_roles, &observed.groups, namespace, policy)?;
+    for (i, privilege) in desired.privileges.iter().enumerate() {
+        let database = privilege.database.as_str();
+        let owned = sql::owned_by_namespace(
+            observed
+                .databases
+                .get(database)
+                .and_then(|d| d.marker.as_ref()),
+            namespace,
+        );
+        let shared = service
+            .spec
+            .shared_databases
+            .iter()
+            .any(|s| s.name == database && privilege.level <= s.max_level);
+        if !owned && !shared {
+            return Err(Error::NotOwned {
+                field: format!("spec.privileges[{i}].database"),
+                what: "database",
+                name: database.to_owned(),
+                reason: format!(
+                    "is not a database of this namespace's Database or DatabaseClaim objects, nor shared by DatabaseService {service_name:?} at level {}",
+                    privilege.level.as_str()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Reads the Kubernetes side and the server, and builds the desired state from them (the
@@ -264,6 +365,18 @@ pub async fn observe<C: Cluster>(
         .server
         .observe_privileges(&[role.name.as_str()], &databases)
         .await?;
+    let groups: Vec<(&str, Option<&str>)> =
+        role.in_roles.iter().map(|g| (g.as_str(), None)).collect();
+    let groups = if groups.is_empty() {
+        BTreeMap::new()
+    } else {
+        handle.server.observe_roles(&groups).await?
+    };
+    let databases = if databases.is_empty() {
+        BTreeMap::new()
+    } else {
+        handle.server.observe_databases(&databases).await?
+    };
     let secret = match (&target, &password) {
         (Some(t), Some(p)) => Some(credentials_secret(
             t,
@@ -280,6 +393,8 @@ pub async fn observe<C: Cluster>(
         privileges: held.remove(&role.name).unwrap_or_default(),
         role: role_state,
         secret: existing,
+        groups,
+        databases,
     };
     Ok((
         Desired {
@@ -306,8 +421,16 @@ pub async fn cleanup<C: Cluster>(ctx: &Context<C>, user: &ServiceUser) -> Result
         Err(e) => return Err(e),
     };
     let name = username(user);
-    if handle.server.observe_role(&name, None).await?.is_none() {
+    let Some(role) = handle.server.observe_role(&name, None).await? else {
         return Ok(Applied::default());
+    };
+    if !guard::may_drop(&guard::marker_of(user), role.marker.as_ref()) {
+        return Ok(Applied {
+            actions: Vec::new(),
+            warnings: vec![format!(
+                "role {name:?} kept: it does not belong to this ServiceUser"
+            )],
+        });
     }
     let actions = vec![Action::Sql(sql::SqlAction::DropRole { name })];
     act(&handle.server, &ctx.cluster, &actions).await?;
@@ -448,9 +571,11 @@ mod tests {
                 in_roles: BTreeSet::new(),
                 parameters: BTreeMap::new(),
                 password: PasswordState::Matches,
+                marker: d.role.marker.clone(),
             }),
             privileges,
             secret: d.secret.clone(),
+            ..Observed::default()
         };
         assert_eq!(plan(Engine::Postgres, &d, &observed), vec![]);
 

@@ -55,9 +55,12 @@ impl ConnectorError {
 /// How to secure the connection to the server, from the connector's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
-    /// Plain TCP: `disable`, `allow`, `prefer` (treated as plain: dbward does not try TLS
-    /// first), absent or empty; MySQL's `DISABLED`, `PREFERRED`.
+    /// Plain TCP: `disable`, MySQL's `DISABLED`.
     Disable,
+    /// TLS when the server offers it, without checking its certificate; plain TCP when it does
+    /// not (libpq's `prefer`): `prefer`, `allow`, absent or empty; MySQL's `PREFERRED`. Which
+    /// one was used is reported by [`super::ServerInfo::tls`].
+    Prefer,
     /// TLS; the certificate is checked against `ca.crt` when one is given (as libpq does with a
     /// root certificate), otherwise not checked: `require`, MySQL `REQUIRED`.
     Require,
@@ -73,7 +76,8 @@ impl SslMode {
     pub fn parse(value: &str) -> Result<SslMode, ConnectorError> {
         let norm = value.trim().to_ascii_lowercase().replace('_', "-");
         Ok(match norm.as_str() {
-            "" | "disable" | "disabled" | "allow" | "prefer" | "preferred" => SslMode::Disable,
+            "disable" | "disabled" => SslMode::Disable,
+            "" | "allow" | "prefer" | "preferred" => SslMode::Prefer,
             "require" | "required" => SslMode::Require,
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" | "verify-identity" => SslMode::VerifyFull,
@@ -191,7 +195,7 @@ impl ConnectionInfo {
     pub fn ssl_mode(&self) -> Result<SslMode, ConnectorError> {
         self.sslmode
             .as_deref()
-            .map_or(Ok(SslMode::Disable), SslMode::parse)
+            .map_or(Ok(SslMode::Prefer), SslMode::parse)
     }
 }
 
@@ -231,7 +235,9 @@ pub(crate) fn rustls_client_config(
     }
     let provider = provider();
     let verifier: Arc<dyn ServerCertVerifier> = match (mode, ca_cert) {
-        (SslMode::Require, None) => Arc::new(AcceptAnyCertificate(provider.clone())),
+        (SslMode::Prefer, _) | (SslMode::Require, None) => {
+            Arc::new(AcceptAnyCertificate(provider.clone()))
+        }
         (_, ca) => {
             let mut roots = RootCertStore::empty();
             match ca {
@@ -382,7 +388,7 @@ mod tests {
         assert_eq!(info.engine, Engine::Mysql);
         assert_eq!(info.port, 3306);
         assert_eq!(info.password, " pw ");
-        assert_eq!(info.ssl_mode().unwrap(), SslMode::Disable);
+        assert_eq!(info.ssl_mode().unwrap(), SslMode::Prefer);
         assert!(!format!("{info:?}").contains(" pw "));
 
         for (t, engine) in [
@@ -438,7 +444,15 @@ mod tests {
 
     #[test]
     fn ssl_modes() {
-        assert_eq!(SslMode::parse("prefer").unwrap(), SslMode::Disable);
+        for prefer in ["prefer", "allow", "", "PREFERRED"] {
+            assert_eq!(
+                SslMode::parse(prefer).unwrap(),
+                SslMode::Prefer,
+                "{prefer:?}"
+            );
+        }
+        assert_eq!(SslMode::parse("disable").unwrap(), SslMode::Disable);
+        assert_eq!(SslMode::parse("DISABLED").unwrap(), SslMode::Disable);
         assert_eq!(SslMode::parse("REQUIRED").unwrap(), SslMode::Require);
         assert_eq!(
             SslMode::parse("VERIFY_IDENTITY").unwrap(),
@@ -452,6 +466,11 @@ mod tests {
         );
         assert!(
             rustls_client_config(SslMode::Require, None)
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            rustls_client_config(SslMode::Prefer, None)
                 .unwrap()
                 .is_some()
         );

@@ -14,6 +14,7 @@
 pub mod bench;
 pub mod connector;
 pub mod mysql;
+pub mod ownership;
 pub mod password;
 pub mod plan;
 pub mod postgres;
@@ -23,6 +24,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub use connector::{ConnectionInfo, ConnectorError, SslMode};
+pub use ownership::{Claim, MYSQL_CATALOG, OwnerMarker, claim, owned_by_namespace};
 pub use plan::{
     Attribute, DatabaseSpec, DatabaseState, Password, PasswordState, Privilege, PrivilegeKind,
     PrivilegeLevel, PrivilegeMap, PrivilegeObject, PrivilegeSet, PrivilegeSpec, RoleFlag, RoleSpec,
@@ -157,6 +159,9 @@ impl Error {
 pub struct ServerInfo {
     /// The server's version string (`15.20 (Debian …)`, `10.11.19-MariaDB-…`).
     pub version: String,
+    /// Whether the last connection made to the server uses TLS (with `sslmode` `prefer`,
+    /// `allow` or absent: whether the server offered it).
+    pub tls: bool,
 }
 
 /// An administered server with its small connection pool. Cheap to share behind an `Arc`;
@@ -200,7 +205,7 @@ impl Server {
         dispatch!(self, s => s.writes())
     }
 
-    /// Connects (or reuses a connection) and reads the server's version.
+    /// Connects (or reuses a connection) and reads the server's version and transport.
     pub async fn probe(&self) -> Result<ServerInfo, Error> {
         dispatch!(self, s => s.probe().await)
     }

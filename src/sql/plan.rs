@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use super::Engine;
+use super::ownership::OwnerMarker;
 
 pub use crate::api::RoleFlag;
 
@@ -157,6 +158,9 @@ pub struct DatabaseSpec {
     /// PostgreSQL: `LC_CTYPE`. MySQL: the default character set (e.g. `utf8mb4`). Set at
     /// creation only.
     pub lc_ctype: Option<String>,
+    /// The object it belongs to, written when it is created (and when it differs from the
+    /// observed one); `None` leaves markers alone.
+    pub marker: Option<OwnerMarker>,
 }
 
 /// A database as observed on the server.
@@ -168,6 +172,8 @@ pub struct DatabaseState {
     pub lc_collate: String,
     /// PostgreSQL `datctype`; MySQL default character set.
     pub lc_ctype: String,
+    /// dbward's ownership marker, `None` when it has none.
+    pub marker: Option<OwnerMarker>,
 }
 
 /// The desired state of a role (PostgreSQL) or user account `'name'@'%'` (MySQL).
@@ -183,6 +189,9 @@ pub struct RoleSpec {
     pub parameters: BTreeMap<String, String>,
     /// The password to hold, or `None` to leave the password alone.
     pub password: Option<Password>,
+    /// The object it belongs to, written when it is created (and when it differs from the
+    /// observed one); `None` leaves markers alone.
+    pub marker: Option<OwnerMarker>,
 }
 
 /// Whether a role's stored password matches the candidate it was observed with.
@@ -208,6 +217,8 @@ pub struct RoleState {
     pub parameters: BTreeMap<String, String>,
     /// The password compared with the candidate.
     pub password: PasswordState,
+    /// dbward's ownership marker, `None` when it has none.
+    pub marker: Option<OwnerMarker>,
 }
 
 pub use crate::api::service_user::PrivilegeLevel;
@@ -488,6 +499,16 @@ pub enum SqlAction {
         lc_collate: Option<String>,
         /// Character type / set (see [`DatabaseSpec::lc_ctype`]).
         lc_ctype: Option<String>,
+        /// The marker it is created with (PostgreSQL: its comment, set right after; MySQL:
+        /// the catalog row, written before).
+        marker: Option<OwnerMarker>,
+    },
+    /// Writes the ownership marker of an existing database.
+    MarkDatabase {
+        /// Database.
+        name: String,
+        /// Marker.
+        marker: OwnerMarker,
     },
     /// `ALTER DATABASE … OWNER TO` (PostgreSQL only).
     SetDatabaseOwner {
@@ -509,6 +530,16 @@ pub enum SqlAction {
         attributes: BTreeSet<Attribute>,
         /// Password, if any.
         password: Option<Password>,
+        /// The marker it is created with (PostgreSQL: its comment, in the same transaction;
+        /// MySQL: the catalog row, written before).
+        marker: Option<OwnerMarker>,
+    },
+    /// Writes the ownership marker of an existing role.
+    MarkRole {
+        /// Role.
+        name: String,
+        /// Marker.
+        marker: OwnerMarker,
     },
     /// Changes attributes from what was observed to what is desired.
     AlterRoleAttributes {
@@ -598,6 +629,16 @@ impl fmt::Display for SqlAction {
             }
             SqlAction::DropDatabase { name } => write!(f, "drop database {name:?}"),
             SqlAction::CreateRole { name, .. } => write!(f, "create role {name:?}"),
+            SqlAction::MarkRole { name, marker } => write!(
+                f,
+                "mark role {name:?} as {}'s ({}/{})",
+                marker.kind, marker.namespace, marker.name
+            ),
+            SqlAction::MarkDatabase { name, marker } => write!(
+                f,
+                "mark database {name:?} as {}'s ({}/{})",
+                marker.kind, marker.namespace, marker.name
+            ),
             SqlAction::AlterRoleAttributes { name, from, to } => {
                 let on: Vec<_> = to.difference(from).map(|a| a.pg_keyword()).collect();
                 let off: Vec<_> = from
@@ -642,26 +683,38 @@ impl fmt::Display for SqlAction {
     }
 }
 
-/// Plans a database: create it when missing, else fix its owner. Collation and ctype are set
-/// at creation only (see [`database_immutable_drift`] for reporting a mismatch).
+/// Plans a database: create it when missing, else write its marker when it differs and fix
+/// its owner. Collation and ctype are set at creation only (see [`database_immutable_drift`]
+/// for reporting a mismatch). Whether the object may use the database at all is decided before
+/// (see [`super::ownership::claim`]).
 pub fn plan_database(desired: &DatabaseSpec, observed: Option<&DatabaseState>) -> Vec<SqlAction> {
-    match observed {
-        None => vec![SqlAction::CreateDatabase {
+    let Some(state) = observed else {
+        return vec![SqlAction::CreateDatabase {
             name: desired.name.clone(),
             owner: desired.owner.clone(),
             lc_collate: desired.lc_collate.clone(),
             lc_ctype: desired.lc_ctype.clone(),
-        }],
-        Some(state) => match &desired.owner {
-            Some(owner) if state.owner.as_ref() != Some(owner) => {
-                vec![SqlAction::SetDatabaseOwner {
-                    name: desired.name.clone(),
-                    owner: owner.clone(),
-                }]
-            }
-            _ => Vec::new(),
-        },
+            marker: desired.marker.clone(),
+        }];
+    };
+    let mut actions = Vec::new();
+    if let Some(marker) = &desired.marker
+        && state.marker.as_ref() != Some(marker)
+    {
+        actions.push(SqlAction::MarkDatabase {
+            name: desired.name.clone(),
+            marker: marker.clone(),
+        });
     }
+    if let Some(owner) = &desired.owner
+        && state.owner.as_ref() != Some(owner)
+    {
+        actions.push(SqlAction::SetDatabaseOwner {
+            name: desired.name.clone(),
+            owner: owner.clone(),
+        });
+    }
+    actions
 }
 
 /// Describes a difference dbward cannot repair in place (collation or ctype of an existing
@@ -703,10 +756,19 @@ pub fn plan_role(
                 name: name.clone(),
                 attributes,
                 password: desired.password.clone(),
+                marker: desired.marker.clone(),
             });
             (BTreeSet::new(), BTreeMap::new())
         }
         Some(state) => {
+            if let Some(marker) = &desired.marker
+                && state.marker.as_ref() != Some(marker)
+            {
+                actions.push(SqlAction::MarkRole {
+                    name: name.clone(),
+                    marker: marker.clone(),
+                });
+            }
             let observed_attrs = normalize_attributes(engine, state.attributes.clone());
             if observed_attrs != attributes {
                 actions.push(SqlAction::AlterRoleAttributes {
@@ -824,6 +886,7 @@ mod tests {
             in_roles: BTreeSet::from(["readers".to_string()]),
             parameters: BTreeMap::from([("work_mem".to_string(), "8MB".to_string())]),
             password: Some(Password::new("s3cret")),
+            marker: None,
         }
     }
 
@@ -833,6 +896,7 @@ mod tests {
             in_roles: spec.in_roles.clone(),
             parameters: spec.parameters.clone(),
             password: PasswordState::Matches,
+            marker: None,
         }
     }
 
@@ -865,6 +929,7 @@ mod tests {
                         Attribute::Createdb
                     ]),
                     password: Some(Password::new("s3cret")),
+                    marker: None,
                 },
                 SqlAction::GrantMembership {
                     role: "app".into(),
@@ -954,6 +1019,7 @@ mod tests {
             owner: Some("app".into()),
             lc_collate: Some("C".into()),
             lc_ctype: Some("C".into()),
+            marker: None,
         };
         assert!(matches!(
             plan_database(&spec, None).as_slice(),
@@ -963,6 +1029,7 @@ mod tests {
             owner: Some("app".into()),
             lc_collate: "C".into(),
             lc_ctype: "C".into(),
+            marker: None,
         };
         assert_eq!(plan_database(&spec, Some(&state)), vec![]);
         assert_eq!(database_immutable_drift(&spec, &state), None);

@@ -7,18 +7,23 @@
 //! server is picked up by the next call.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use futures_util::stream;
 use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, NoTls, Row, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::connector::{ConnectionInfo, rustls_client_config};
+use super::connector::{ConnectionInfo, SslMode, rustls_client_config};
+use super::ownership::OwnerMarker;
 use super::password::{pg_scram_verifier, pg_verify};
 use super::plan::{
     Attribute, DatabaseState, PasswordState, Privilege, PrivilegeKind, PrivilegeMap,
@@ -42,6 +47,10 @@ pub struct PgServer {
     user: String,
     password: String,
     tls: Option<MakeRustlsConnect>,
+    /// `sslmode` `prefer` (or absent): TLS when the server offers it, else plain.
+    prefer: bool,
+    /// Whether the last connection opened uses TLS.
+    last_tls: AtomicBool,
     idle: Mutex<VecDeque<(String, Client)>>,
     permits: Semaphore,
     writes: AtomicU64,
@@ -58,10 +67,15 @@ struct Conn<'a> {
 
 impl Conn<'_> {
     fn client(&self) -> &Client {
-        // Invariant: `client` is only taken in `drop`.
+        // Invariant: `client` is only taken in `drop` and `discard`, which the owner calls last.
         self.client
             .as_ref()
             .expect("connection present until dropped")
+    }
+
+    /// Closes the connection instead of returning it to the pool (its session state is unknown).
+    fn discard(&mut self) {
+        self.client = None;
     }
 }
 
@@ -73,6 +87,69 @@ impl Drop for Conn<'_> {
             self.server
                 .put_idle(std::mem::take(&mut self.database), client);
         }
+    }
+}
+
+/// A TLS connector that records whether the handshake ran, i.e. whether the server accepted TLS
+/// (with `sslmode=prefer` it may decline, and the connection goes on in plain TCP).
+#[derive(Clone)]
+struct RecordingTls {
+    inner: MakeRustlsConnect,
+    used: Arc<AtomicBool>,
+}
+
+impl MakeTlsConnect<Socket> for RecordingTls {
+    type Stream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
+    type TlsConnect = RecordingConnect<<MakeRustlsConnect as MakeTlsConnect<Socket>>::TlsConnect>;
+    type Error = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Error;
+
+    fn make_tls_connect(&mut self, domain: &str) -> Result<Self::TlsConnect, Self::Error> {
+        Ok(RecordingConnect {
+            inner: MakeTlsConnect::<Socket>::make_tls_connect(&mut self.inner, domain)?,
+            used: self.used.clone(),
+        })
+    }
+}
+
+struct RecordingConnect<T> {
+    inner: T,
+    used: Arc<AtomicBool>,
+}
+
+impl<S, T> TlsConnect<S> for RecordingConnect<T>
+where
+    T: TlsConnect<S>,
+    T::Future: Unpin,
+{
+    type Stream = T::Stream;
+    type Error = T::Error;
+    type Future = RecordingFuture<T::Future>;
+
+    fn connect(self, stream: S) -> Self::Future {
+        RecordingFuture {
+            inner: self.inner.connect(stream),
+            used: self.used,
+        }
+    }
+}
+
+struct RecordingFuture<F> {
+    inner: F,
+    used: Arc<AtomicBool>,
+}
+
+impl<F, T, E> Future for RecordingFuture<F>
+where
+    F: Future<Output = Result<T, E>> + Unpin,
+{
+    type Output = Result<T, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let out = ready!(Pin::new(&mut self.inner).poll(cx));
+        if out.is_ok() {
+            self.used.store(true, Ordering::Relaxed);
+        }
+        Poll::Ready(out)
     }
 }
 
@@ -89,14 +166,16 @@ struct Statement {
 impl PgServer {
     /// Prepares the server; no I/O.
     pub fn new(info: &ConnectionInfo) -> Result<Self, Error> {
-        let tls = rustls_client_config(info.ssl_mode()?, info.ca_cert.as_deref())?
-            .map(MakeRustlsConnect::new);
+        let mode = info.ssl_mode()?;
+        let tls = rustls_client_config(mode, info.ca_cert.as_deref())?.map(MakeRustlsConnect::new);
         Ok(PgServer {
             host: info.host.clone(),
             port: info.port,
             user: info.user.clone(),
             password: info.password.clone(),
             tls,
+            prefer: mode == SslMode::Prefer,
+            last_tls: AtomicBool::new(false),
             idle: Mutex::new(VecDeque::new()),
             permits: Semaphore::new(MAX_CONNECTIONS),
             writes: AtomicU64::new(0),
@@ -176,20 +255,32 @@ impl PgServer {
                 self.unreachable(Box::new(e))
             }
         };
-        match &self.tls {
+        let (client, tls) = match &self.tls {
             Some(tls) => {
-                config.ssl_mode(tokio_postgres::config::SslMode::Require);
-                let (client, connection) = config.connect(tls.clone()).await.map_err(rejected)?;
+                // `prefer` falls back to plain TCP only when the server declines TLS.
+                config.ssl_mode(if self.prefer {
+                    tokio_postgres::config::SslMode::Prefer
+                } else {
+                    tokio_postgres::config::SslMode::Require
+                });
+                let used = Arc::new(AtomicBool::new(false));
+                let tls = RecordingTls {
+                    inner: tls.clone(),
+                    used: used.clone(),
+                };
+                let (client, connection) = config.connect(tls).await.map_err(rejected)?;
                 tokio::spawn(connection);
-                Ok(client)
+                (client, used.load(Ordering::Relaxed))
             }
             None => {
                 config.ssl_mode(tokio_postgres::config::SslMode::Disable);
                 let (client, connection) = config.connect(NoTls).await.map_err(rejected)?;
                 tokio::spawn(connection);
-                Ok(client)
+                (client, false)
             }
-        }
+        };
+        self.last_tls.store(tls, Ordering::Relaxed);
+        Ok(client)
     }
 
     async fn conn(&self, database: &str) -> Result<Conn<'_>, Error> {
@@ -255,7 +346,10 @@ impl PgServer {
             .transpose()
             .map_err(|e| observe_err("server version", e))?
             .unwrap_or_default();
-        Ok(ServerInfo { version })
+        Ok(ServerInfo {
+            version,
+            tls: self.last_tls.load(Ordering::Relaxed),
+        })
     }
 
     /// Observes databases by name.
@@ -271,7 +365,8 @@ impl PgServer {
                 MAINTENANCE_DATABASE,
                 "databases",
                 "SELECT datname::text, pg_catalog.pg_get_userbyid(datdba)::text, \
-                 datcollate::text, datctype::text \
+                 datcollate::text, datctype::text, \
+                 pg_catalog.shobj_description(oid, 'pg_database') \
                  FROM pg_catalog.pg_database WHERE datname::text = ANY($1::text[])",
                 &[&names],
             )
@@ -282,12 +377,15 @@ impl PgServer {
                 row.try_get::<_, String>(i)
                     .map_err(|e| observe_err("databases", e))
             };
+            let comment: Option<String> =
+                row.try_get(4).map_err(|e| observe_err("databases", e))?;
             out.insert(
                 get(0)?,
                 DatabaseState {
                     owner: Some(get(1)?),
                     lc_collate: get(2)?,
                     lc_ctype: get(3)?,
+                    marker: comment.as_deref().and_then(OwnerMarker::decode),
                 },
             );
         }
@@ -305,7 +403,8 @@ impl PgServer {
             ARRAY(SELECT g.rolname::text FROM pg_catalog.pg_auth_members m \
                   JOIN pg_catalog.pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid), \
             COALESCE((SELECT s.setconfig FROM pg_catalog.pg_db_role_setting s \
-                      WHERE s.setrole = r.oid AND s.setdatabase = 0), '{}'::text[])";
+                      WHERE s.setrole = r.oid AND s.setdatabase = 0), '{}'::text[]), \
+            pg_catalog.shobj_description(r.oid, 'pg_authid')";
         for (name, _) in roles {
             check_pg_name("role", name)?;
         }
@@ -355,7 +454,8 @@ impl PgServer {
             }
             let in_roles: Vec<String> = row.try_get(8).map_err(e)?;
             let settings: Vec<String> = row.try_get(9).map_err(e)?;
-            let stored: Option<String> = row.try_get(10).map_err(e)?;
+            let comment: Option<String> = row.try_get(10).map_err(e)?;
+            let stored: Option<String> = row.try_get(11).map_err(e)?;
             let parameters = settings
                 .iter()
                 .filter_map(|s| s.split_once('='))
@@ -375,6 +475,7 @@ impl PgServer {
                     in_roles: in_roles.into_iter().collect(),
                     parameters,
                     password,
+                    marker: comment.as_deref().and_then(OwnerMarker::decode),
                 },
             );
         }
@@ -659,8 +760,11 @@ impl PgServer {
                     check_pg_name("database", name)?;
                     check_pg_name("role", owner)?;
                 }
-                SqlAction::DropDatabase { name } => check_pg_name("database", name)?,
+                SqlAction::DropDatabase { name } | SqlAction::MarkDatabase { name, .. } => {
+                    check_pg_name("database", name)?
+                }
                 SqlAction::CreateRole { name, .. }
+                | SqlAction::MarkRole { name, .. }
                 | SqlAction::AlterRoleAttributes { name, .. }
                 | SqlAction::SetPassword { name, .. }
                 | SqlAction::DropRole { name } => check_pg_name("role", name)?,
@@ -699,24 +803,93 @@ impl PgServer {
                     current = None;
                     self.drop_role(name, action).await?;
                 }
+                SqlAction::CreateRole {
+                    marker: Some(_), ..
+                } => {
+                    // The role and its marker in one transaction: never one without the other.
+                    let statements: Vec<String> = render(action, &owners)?
+                        .into_iter()
+                        .map(|s| s.sql)
+                        .collect();
+                    let conn = self.conn_at(&mut current, MAINTENANCE_DATABASE).await?;
+                    self.transaction(conn, &statements, action).await?;
+                }
+                SqlAction::CreateDatabase {
+                    name,
+                    marker: Some(_),
+                    ..
+                } => {
+                    // CREATE DATABASE cannot run in a transaction: comment right after, and
+                    // drop the new (empty) database again when that fails.
+                    let statements = render(action, &owners)?;
+                    let conn = self.conn_at(&mut current, MAINTENANCE_DATABASE).await?;
+                    let (create, comment) = match statements.as_slice() {
+                        [create, comment] => (&create.sql, &comment.sql),
+                        _ => unreachable!("CREATE DATABASE and COMMENT"),
+                    };
+                    self.execute(conn, create, action).await?;
+                    if let Err(e) = self.execute(conn, comment, action).await {
+                        let undo = format!("DROP DATABASE IF EXISTS {}", pg_ident(name));
+                        if conn.client().batch_execute(&undo).await.is_ok() {
+                            self.writes.fetch_add(1, Ordering::Relaxed);
+                        }
+                        return Err(e);
+                    }
+                }
                 _ => {
                     for statement in render(action, &owners)? {
                         let database = statement
                             .database
                             .as_deref()
                             .unwrap_or(MAINTENANCE_DATABASE);
-                        if current.as_ref().map(|c| c.database.as_str()) != Some(database) {
-                            // Release the previous connection (and its permit) first.
-                            drop(current.take());
-                            current = Some(self.conn(database).await?);
-                        }
-                        if let Some(conn) = &current {
-                            self.execute(conn, &statement.sql, action).await?;
-                        }
+                        let conn = self.conn_at(&mut current, database).await?;
+                        self.execute(conn, &statement.sql, action).await?;
                     }
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The connection `current` holds when it is to `database`, else a new one (the previous
+    /// one, and its permit, released first).
+    async fn conn_at<'s, 'c>(
+        &'s self,
+        current: &'c mut Option<Conn<'s>>,
+        database: &str,
+    ) -> Result<&'c mut Conn<'s>, Error> {
+        if current.as_ref().map(|c| c.database.as_str()) != Some(database) {
+            drop(current.take());
+            *current = Some(self.conn(database).await?);
+        }
+        Ok(current.as_mut().expect("just connected"))
+    }
+
+    /// Runs `statements` in one transaction on `conn`; rolls back on failure (and discards the
+    /// connection when even that fails). Each statement counts as a write once committed.
+    async fn transaction(
+        &self,
+        conn: &mut Conn<'_>,
+        statements: &[String],
+        action: &SqlAction,
+    ) -> Result<(), Error> {
+        let mut batch = String::from("BEGIN");
+        for sql in statements {
+            batch.push_str(";\n");
+            batch.push_str(sql);
+        }
+        batch.push_str(";\nCOMMIT");
+        if let Err(e) = conn.client().batch_execute(&batch).await {
+            if conn.client().batch_execute("ROLLBACK").await.is_err() {
+                conn.discard();
+            }
+            return Err(self.classify(e, |source| Error::Apply {
+                action: action.to_string(),
+                source,
+            }));
+        }
+        self.writes
+            .fetch_add(statements.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -864,6 +1037,19 @@ impl PgServer {
                     database: None,
                     sql: format!("DROP ROLE IF EXISTS {}", pg_ident(name)),
                 }],
+                // The script keeps a role and its marker in one transaction, as `apply` does.
+                SqlAction::CreateRole {
+                    marker: Some(_), ..
+                } => {
+                    let admin = |sql: &str| Statement {
+                        database: None,
+                        sql: sql.to_owned(),
+                    };
+                    let mut out = vec![admin("BEGIN")];
+                    out.extend(render(action, &owners)?);
+                    out.push(admin("COMMIT"));
+                    out
+                }
                 _ => render(action, &owners)?,
             };
             for statement in statements {
@@ -1000,6 +1186,7 @@ fn render(action: &SqlAction, owners: &BTreeMap<String, String>) -> Result<Vec<S
             owner,
             lc_collate,
             lc_ctype,
+            marker,
         } => {
             let mut sql = format!("CREATE DATABASE {}", pg_ident(name));
             if let Some(owner) = owner {
@@ -1014,8 +1201,18 @@ fn render(action: &SqlAction, owners: &BTreeMap<String, String>) -> Result<Vec<S
             if let Some(c) = lc_ctype {
                 sql.push_str(&format!(" LC_CTYPE {}", pg_literal(c)));
             }
-            vec![admin(sql)]
+            let mut out = vec![admin(sql)];
+            out.extend(
+                marker
+                    .as_ref()
+                    .map(|m| admin(comment_on("DATABASE", name, m))),
+            );
+            out
         }
+        SqlAction::MarkDatabase { name, marker } => {
+            vec![admin(comment_on("DATABASE", name, marker))]
+        }
+        SqlAction::MarkRole { name, marker } => vec![admin(comment_on("ROLE", name, marker))],
         SqlAction::SetDatabaseOwner { name, owner } => vec![admin(format!(
             "ALTER DATABASE {} OWNER TO {}",
             pg_ident(name),
@@ -1025,6 +1222,7 @@ fn render(action: &SqlAction, owners: &BTreeMap<String, String>) -> Result<Vec<S
             name,
             attributes,
             password,
+            marker,
         } => {
             let mut sql = format!("CREATE ROLE {} WITH", pg_ident(name));
             for attr in Attribute::ALL {
@@ -1039,7 +1237,9 @@ fn render(action: &SqlAction, owners: &BTreeMap<String, String>) -> Result<Vec<S
                 let verifier = pg_scram_verifier(password.expose());
                 sql.push_str(&format!(" PASSWORD {}", pg_literal(&verifier)));
             }
-            vec![admin(sql)]
+            let mut out = vec![admin(sql)];
+            out.extend(marker.as_ref().map(|m| admin(comment_on("ROLE", name, m))));
+            out
         }
         SqlAction::AlterRoleAttributes { name, from, to } => {
             let mut sql = format!("ALTER ROLE {} WITH", pg_ident(name));
@@ -1098,6 +1298,16 @@ fn render(action: &SqlAction, owners: &BTreeMap<String, String>) -> Result<Vec<S
         } => render_privileges(false, role, database, privileges, owners)?,
         SqlAction::DropDatabase { .. } | SqlAction::DropRole { .. } => Vec::new(),
     })
+}
+
+/// `COMMENT ON ROLE|DATABASE name IS '<marker>'`: the marker is a quoted literal (DDL takes no
+/// parameters).
+fn comment_on(what: &str, name: &str, marker: &OwnerMarker) -> String {
+    format!(
+        "COMMENT ON {what} {} IS {}",
+        pg_ident(name),
+        pg_literal(&marker.encode())
+    )
 }
 
 /// `myapp.setting` → `"myapp"."setting"`.
@@ -1184,6 +1394,7 @@ mod tests {
             name: r#"x"; DROP TABLE t; --"#.into(),
             attributes: BTreeSet::from([Attribute::Login, Attribute::Inherit]),
             password: Some(Password::new("pw'x")),
+            marker: None,
         };
         let stmts = render(&create, &owners).unwrap();
         assert_eq!(stmts.len(), 1);
@@ -1218,5 +1429,29 @@ mod tests {
         );
         assert_eq!(parameter_ident("a.b"), r#""a"."b""#);
         assert_eq!(psql_meta_quote(r"it's\"), r"'it''s\\'");
+    }
+
+    #[test]
+    fn markers_are_comments_with_quoted_literals() {
+        let marker = OwnerMarker::new("ns'x", "Kind", "a\\b", None);
+        let create = SqlAction::CreateRole {
+            name: "r\"".into(),
+            attributes: BTreeSet::new(),
+            password: None,
+            marker: Some(marker.clone()),
+        };
+        let stmts = render(&create, &BTreeMap::new()).unwrap();
+        assert_eq!(stmts.len(), 2);
+        assert_eq!(
+            stmts[1].sql,
+            r#"COMMENT ON ROLE "r""" IS E'dbward.dev/owner {"namespace":"ns''x","kind":"Kind","name":"a\\\\b"}'"#
+        );
+        let mark = SqlAction::MarkDatabase {
+            name: "d".into(),
+            marker,
+        };
+        let stmts = render(&mark, &BTreeMap::new()).unwrap();
+        assert_eq!(stmts.len(), 1);
+        assert!(stmts[0].sql.starts_with(r#"COMMENT ON DATABASE "d" IS E'"#));
     }
 }

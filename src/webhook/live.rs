@@ -284,23 +284,44 @@ impl ReadThrough {
                 found.extend(serde_json::to_value(found_service).ok());
             }
         }
-        if kind == "DatabaseService" {
-            let secret_namespace =
-                text("/spec/connectorSecretRef/namespace").unwrap_or(&self.operator_namespace);
-            if let Some(name) = text("/spec/connectorSecretRef/name") {
-                let key = (secret_namespace.to_string(), name.to_string());
-                if secret_namespace == self.operator_namespace
-                    && !snapshot.connector_secrets.contains_key(&key)
-                {
-                    let api = Api::<Secret>::namespaced(self.client.clone(), secret_namespace);
-                    if let Ok(Some(secret)) = api.get_opt(name).await {
-                        found.extend(serde_json::to_value(&secret).ok().map(|mut v| {
-                            v["apiVersion"] = "v1".into();
-                            v["kind"] = "Secret".into();
-                            v
-                        }));
-                    }
-                }
+        // The connector Secret: of the DatabaseService itself, or of the object's service
+        // (cached, or just read), for the rules that read the connector's user.
+        let connector = if kind == "DatabaseService" {
+            text("/spec/connectorSecretRef/name").map(|name| {
+                let namespace =
+                    text("/spec/connectorSecretRef/namespace").unwrap_or(&self.operator_namespace);
+                (namespace.to_string(), name.to_string())
+            })
+        } else if let Some(cached) = service.and_then(|s| snapshot.services.get(s)) {
+            let reference = &cached.spec.connector_secret_ref;
+            Some((
+                reference
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| self.operator_namespace.clone()),
+                reference.name.clone(),
+            ))
+        } else {
+            found.first().and_then(|fetched| {
+                let name = fetched.pointer("/spec/connectorSecretRef/name")?.as_str()?;
+                let namespace = fetched
+                    .pointer("/spec/connectorSecretRef/namespace")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or(&self.operator_namespace);
+                Some((namespace.to_string(), name.to_string()))
+            })
+        };
+        if let Some(key) = connector
+            && key.0 == self.operator_namespace
+            && !snapshot.connector_secrets.contains_key(&key)
+        {
+            let api = Api::<Secret>::namespaced(self.client.clone(), &key.0);
+            if let Ok(Some(secret)) = api.get_opt(&key.1).await {
+                found.extend(serde_json::to_value(&secret).ok().map(|mut v| {
+                    v["apiVersion"] = "v1".into();
+                    v["kind"] = "Secret".into();
+                    v
+                }));
             }
         }
         if let Some(namespace) = namespace.filter(|ns| !snapshot.namespaces.contains_key(*ns)) {

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dbward::sql::{ConnectionInfo, Engine, Password, RoleFlag, RoleSpec, Server};
+use dbward::sql::{ConnectionInfo, Engine, OwnerMarker, Password, RoleFlag, RoleSpec, Server};
 
 /// A name prefix unique to this process and call: `t<6 base36>_`.
 pub fn unique() -> String {
@@ -277,4 +277,23 @@ pub async fn assert_converged_role(server: &Server, spec: &RoleSpec) {
     let actions = server.ensure_role(spec).await.expect("ensure role");
     assert_eq!(actions, vec![], "role {:?} should need nothing", spec.name);
     assert_eq!(server.writes(), before, "no write statements expected");
+}
+
+/// A marker of a `kind` object `namespace`/`name` with a UID.
+pub fn marker(namespace: &str, kind: &str, name: &str, uid: &str) -> OwnerMarker {
+    OwnerMarker::new(namespace, kind, name, Some(uid))
+}
+
+/// Markers whose every field holds what a SQL literal or a JSON string must escape: quotes,
+/// backslashes, newlines, comment closers, dollar quotes, NUL, and non-ASCII text.
+pub fn hostile_markers() -> Vec<OwnerMarker> {
+    vec![
+        marker(
+            "ns'; DROP ROLE postgres; --",
+            "Kind\"with\\quotes",
+            "name\nnew line */ /* $$ $q$ `tick`",
+            "uid'\"\\\r\n\t\u{0}\u{1a}",
+        ),
+        OwnerMarker::new("ünïcødé-名前-🦀", "\u{202e}Kind", "\\'\\\"\\\\", None),
+    ]
 }

@@ -13,6 +13,152 @@ mod harness;
 
 use harness::{Cluster, eventually, psql};
 
+/// The `Ready` condition's status and reason, once the controller has written one.
+fn ready_reason(
+    cluster: &Cluster,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Option<(String, String)> {
+    let out = cluster.kubectl(&["get", kind, name, "-n", namespace, "-o", "json"]);
+    let object: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+    let ready = object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?
+        .clone();
+    Some((
+        ready["status"].as_str()?.to_owned(),
+        ready["reason"].as_str()?.to_owned(),
+    ))
+}
+
+/// With the webhook configurations gone (an object reaches the API server unchecked, as with
+/// `failurePolicy: Ignore` while the webhook is down), the controllers refuse the attacks of the
+/// tenant-isolation issue themselves and change nothing on the server.
+fn tenants_are_isolated_without_the_webhook(cluster: &Cluster) {
+    // A role and a database dbward never created, made by the server's admin.
+    if psql("SELECT count(*) FROM pg_roles WHERE rolname = 'e2e_victim'") == "0" {
+        psql("CREATE ROLE e2e_victim LOGIN PASSWORD 'victim-Pw0rd'");
+    }
+    if psql("SELECT count(*) FROM pg_database WHERE datname = 'e2e_legacy'") == "0" {
+        psql("CREATE DATABASE e2e_legacy");
+    }
+    let fingerprint = |role: &str| {
+        psql(&format!(
+            "SELECT concat_ws('|', rolpassword, rolsuper, rolcanlogin, \
+               (SELECT string_agg(g.rolname, ',') FROM pg_auth_members m \
+                  JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = a.oid)) \
+             FROM pg_authid a WHERE rolname = '{role}'"
+        ))
+    };
+    let victim_before = fingerprint("e2e_victim");
+    let admin_before = fingerprint("postgres");
+    let legacy_owner =
+        "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'e2e_legacy'";
+    let legacy_owner_before = psql(legacy_owner);
+
+    let attacks = [
+        (
+            "serviceuser",
+            "takeover",
+            "username: e2e_victim",
+            "NameTaken",
+        ),
+        ("serviceuser", "admin", "username: postgres", "Denied"),
+        (
+            "serviceuser",
+            "escalate",
+            "username: e2e_escalate\n  inRoles: [pg_read_server_files]",
+            "Denied",
+        ),
+        (
+            "serviceuser",
+            "sysgrant",
+            "username: e2e_sysgrant\n  privileges: [{database: postgres, level: owner}]",
+            "Denied",
+        ),
+        (
+            "database",
+            "legacy",
+            "databaseName: e2e_legacy\n  owner: e2e_victim\n  deletionPolicy: Delete",
+            "NameTaken",
+        ),
+    ];
+    for (kind, name, spec, _) in attacks {
+        let kind_name = if kind == "database" {
+            "Database"
+        } else {
+            "ServiceUser"
+        };
+        let manifest = harness::manifest(
+            kind_name,
+            "team-b",
+            name,
+            &format!("project: platform\n  serviceName: shared-pg\n  {spec}"),
+        );
+        let out = cluster.apply_stdin(&manifest, &[]);
+        assert!(
+            out.ok(),
+            "without the webhook the API server stores it: {}",
+            out.text()
+        );
+    }
+    for (kind, name, _, reason) in attacks {
+        let (status, got) = eventually(&format!("{kind} team-b/{name} is refused"), || {
+            ready_reason(cluster, kind, "team-b", name)
+        });
+        assert_eq!(
+            (status.as_str(), got.as_str()),
+            ("False", reason),
+            "{kind} {name}"
+        );
+    }
+    assert_eq!(
+        fingerprint("e2e_victim"),
+        victim_before,
+        "the victim's role is untouched"
+    );
+    assert_eq!(
+        fingerprint("postgres"),
+        admin_before,
+        "the admin role is untouched"
+    );
+    assert_eq!(psql(legacy_owner), legacy_owner_before);
+    for role in ["e2e_escalate", "e2e_sysgrant"] {
+        assert_eq!(
+            psql(&format!(
+                "SELECT count(*) FROM pg_roles WHERE rolname = '{role}'"
+            )),
+            "0",
+            "{role} was never created"
+        );
+    }
+    assert!(
+        !cluster
+            .kubectl(&["get", "secret", "takeover", "-n", "team-b"])
+            .ok(),
+        "no credentials Secret for the taken-over role"
+    );
+
+    // Deleting the refused Database (deletionPolicy Delete) drops nothing that is not its own.
+    let out = cluster.kubectl(&[
+        "delete",
+        "database",
+        "legacy",
+        "-n",
+        "team-b",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    assert!(out.ok(), "{}", out.text());
+    assert_eq!(
+        psql("SELECT count(*) FROM pg_database WHERE datname = 'e2e_legacy'"),
+        "1",
+        "a database dbward did not create is never dropped"
+    );
+}
+
 #[test]
 fn end_to_end() {
     let Some(cluster) = Cluster::from_env() else {
@@ -284,5 +430,64 @@ fn end_to_end() {
         (!out.ok() && out.text().contains("Unsupported value: \"bulk\"")).then_some(())
     });
 
+    tenants_are_isolated_without_the_webhook(&cluster);
+    a_service_in_use_waits_for_its_dependents(&cluster);
+
     eprintln!("e2e passed in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// Deleting a DatabaseService that objects still use waits (`Ready=False`, `InUse`) until they
+/// are gone, so their cleanup still reaches the server; then the service goes.
+fn a_service_in_use_waits_for_its_dependents(cluster: &Cluster) {
+    let service = "apiVersion: dbward.dev/v1alpha1\nkind: DatabaseService\nmetadata:\n  name: e2e-temp\nspec:\n  engine: postgres\n  project: platform\n  connectorSecretRef: {name: shared-pg-admin, namespace: dbward-system}\n  allowedNamespaces: {names: [team-b]}\n";
+    let out = cluster.apply_stdin(service, &[]);
+    assert!(out.ok(), "{}", out.text());
+    let user = harness::manifest(
+        "ServiceUser",
+        "team-b",
+        "temp-user",
+        "project: platform\n  serviceName: e2e-temp\n  username: e2e_temp_user",
+    );
+    let out = cluster.apply_stdin(&user, &[]);
+    assert!(out.ok(), "{}", out.text());
+    eventually("the temporary user is ready", || {
+        cluster.ready("serviceuser", "team-b", "temp-user")
+    });
+    eventually("the service carries dbward's finalizer", || {
+        let out = cluster.kubectl(&["get", "databaseservice", "e2e-temp", "-o", "json"]);
+        let object: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        object["metadata"]["finalizers"]
+            .as_array()?
+            .iter()
+            .any(|f| f == "dbward.dev/finalizer")
+            .then_some(())
+    });
+    let out = cluster.kubectl(&["delete", "databaseservice", "e2e-temp", "--wait=false"]);
+    assert!(out.ok(), "{}", out.text());
+    let (status, reason) = eventually("the service in use waits", || {
+        ready_reason(cluster, "databaseservice", "default", "e2e-temp")
+            .filter(|(_, reason)| reason == "InUse")
+    });
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "InUse"));
+    let out = cluster.kubectl(&[
+        "delete",
+        "serviceuser",
+        "temp-user",
+        "-n",
+        "team-b",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    assert!(out.ok(), "{}", out.text());
+    assert_eq!(
+        psql("SELECT count(*) FROM pg_roles WHERE rolname = 'e2e_temp_user'"),
+        "0",
+        "the dependent's role was dropped while the service was still there"
+    );
+    eventually("the unused service is deleted", || {
+        (!cluster
+            .kubectl(&["get", "databaseservice", "e2e-temp"])
+            .ok())
+        .then_some(())
+    });
 }
