@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use k8s_openapi::api::core::v1::Secret;
+
 use crate::api::DatabaseService;
 use crate::api::database_service::{CONNECTOR_LABEL, CONNECTOR_LABEL_VALUE};
 use crate::sql::{ConnectionInfo, Server};
@@ -20,6 +22,9 @@ pub struct ServiceHandle {
     pub info: ConnectionInfo,
     /// The server, shared.
     pub server: Arc<Server>,
+    /// The connector Secret as it was read for this handle (the controllers' admission re-check
+    /// reads its labels, keys, `type` and `user`, so it is not fetched twice).
+    pub connector: Secret,
 }
 
 /// Shared state of the reconcilers.
@@ -97,7 +102,12 @@ impl<C: Cluster> Context<C> {
             });
         }
         let server = self.registered(&name, &info)?;
-        Ok(ServiceHandle { name, info, server })
+        Ok(ServiceHandle {
+            name,
+            info,
+            server,
+            connector: secret,
+        })
     }
 
     /// Reuses the server registered for `service` when its connector is unchanged.

@@ -31,15 +31,7 @@ fn requested_name(db: &Database) -> String {
 /// Pure: a `spec.databaseName` that differs from the pinned name is refused, not followed.
 pub fn check_pinned(db: &Database) -> Result<(), Error> {
     let (pinned, requested) = (database_name(db), requested_name(db));
-    if pinned == requested {
-        return Ok(());
-    }
-    Err(Error::Denied {
-        message: format!(
-            "Database.dbward.dev {:?} is invalid: spec.databaseName: Invalid value: {requested:?}: field is immutable (the database is {pinned:?})",
-            db.metadata.name.as_deref().unwrap_or_default()
-        ),
-    })
+    guard::check_pinned(db, "spec.databaseName", "database", &pinned, &requested)
 }
 
 /// The desired database. The owner is a PostgreSQL notion (MySQL has no database owners), so
@@ -72,7 +64,7 @@ pub async fn reconcile<C: Cluster>(ctx: &Context<C>, db: &Database) -> Result<Ap
 #[instrument(skip_all, fields(kind = "Database", namespace = db.metadata.namespace.as_deref(), name = db.metadata.name.as_deref()))]
 pub async fn prepare<C: Cluster>(ctx: &Context<C>, db: &Database) -> Result<Prepared, Error> {
     let (service, handle) = ctx.service(&db.spec.binding.service_name).await?;
-    let policy = guard::admit(ctx, &service, db).await?;
+    let policy = guard::admit(ctx, &service, &handle, db).await?;
     check_pinned(db)?;
     let desired = desired(db, sql_engine(service.spec.engine));
     let observed = handle.server.observe_database(&desired.name).await?;
@@ -116,10 +108,7 @@ pub fn authorize(
 ) -> Result<(), Error> {
     let namespace = db.metadata.namespace.as_deref().unwrap_or_default();
     let service_name = service.metadata.name.as_deref().unwrap_or_default();
-    let marker = desired
-        .marker
-        .clone()
-        .unwrap_or_else(|| guard::marker_of(db));
+    let marker = guard::marker_of(db);
     guard::own_name(
         Wanted {
             what: "database",

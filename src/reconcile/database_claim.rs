@@ -185,7 +185,7 @@ pub async fn prepare<C: Cluster>(
     claim: &DatabaseClaim,
 ) -> Result<Prepared, Error> {
     let (service, handle) = ctx.service(&claim.spec.binding.service_name).await?;
-    let policy = guard::admit(ctx, &service, claim).await?;
+    let policy = guard::admit(ctx, &service, &handle, claim).await?;
     let engine = sql_engine(service.spec.engine);
     let names = names(claim, service.spec.engine);
     let namespace = claim.metadata.namespace.clone().unwrap_or_default();

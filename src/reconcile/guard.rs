@@ -16,14 +16,16 @@ use crate::admission::{self, Operation, Request, Snapshot};
 use crate::api::{AdmissionPolicySpec, DatabaseService};
 use crate::sql::{self, Claim, OwnerMarker, RoleState};
 
+use super::context::ServiceHandle;
 use super::{Cluster, Context, Error};
 
 /// Runs the admission rules on `object` as the webhook would on its creation, with a snapshot of
-/// the service, its connector Secret, the object's namespace and the AdmissionPolicy. Returns
-/// the policy, for the ownership checks that follow.
+/// the service, its connector Secret (as `handle` read it), the object's namespace and the
+/// AdmissionPolicy. Returns the policy, for the ownership checks that follow.
 pub async fn admit<C: Cluster, K>(
     ctx: &Context<C>,
     service: &DatabaseService,
+    handle: &ServiceHandle,
     object: &K,
 ) -> Result<AdmissionPolicySpec, Error>
 where
@@ -33,18 +35,7 @@ where
     let mut snapshot = Snapshot::new(&ctx.operator_namespace, ctx.cluster.is_complete());
     snapshot.policy = policy.clone();
     insert(&mut snapshot, service);
-    let reference = &service.spec.connector_secret_ref;
-    let connector_namespace = reference
-        .namespace
-        .clone()
-        .unwrap_or_else(|| ctx.operator_namespace.clone());
-    if let Some(secret) = ctx
-        .cluster
-        .get_secret(&connector_namespace, &reference.name)
-        .await?
-    {
-        insert(&mut snapshot, &with_kind(secret));
-    }
+    insert(&mut snapshot, &with_kind(&handle.connector));
     let namespace = object.meta().namespace.clone().unwrap_or_default();
     // Namespace labels matter only to an `allowedNamespaces.selector`.
     let selector = service
@@ -89,11 +80,33 @@ fn insert<T: Serialize>(snapshot: &mut Snapshot, object: &T) {
     }
 }
 
-fn with_kind(secret: Secret) -> Value {
-    let mut value = serde_json::to_value(&secret).unwrap_or(Value::Null);
+fn with_kind(secret: &Secret) -> Value {
+    let mut value = serde_json::to_value(secret).unwrap_or(Value::Null);
     value["apiVersion"] = "v1".into();
     value["kind"] = "Secret".into();
     value
+}
+
+/// Pure: a name `spec` asks for (`field`) that differs from the one pinned in `status` — edited
+/// while the webhook was not looking — is refused as the immutable field it is, never followed.
+pub fn check_pinned<K: Resource<DynamicType = ()>>(
+    object: &K,
+    field: &str,
+    what: &str,
+    pinned: &str,
+    requested: &str,
+) -> Result<(), Error> {
+    if pinned == requested {
+        return Ok(());
+    }
+    Err(Error::Denied {
+        message: format!(
+            "{}.{} {:?} is invalid: {field}: Invalid value: {requested:?}: field is immutable (the {what} is {pinned:?})",
+            K::kind(&()),
+            crate::api::GROUP,
+            object.meta().name.as_deref().unwrap_or_default()
+        ),
+    })
 }
 
 /// The marker an object's roles and databases carry.

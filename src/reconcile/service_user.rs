@@ -44,17 +44,8 @@ fn requested_username(user: &ServiceUser) -> String {
 /// Pure: a `spec.username` that differs from the pinned name (edited while the webhook was not
 /// looking) is refused rather than followed.
 pub fn check_pinned(user: &ServiceUser) -> Result<(), Error> {
-    let pinned = username(user);
-    let requested = requested_username(user);
-    if pinned == requested {
-        return Ok(());
-    }
-    Err(Error::Denied {
-        message: format!(
-            "ServiceUser.dbward.dev {:?} is invalid: spec.username: Invalid value: {requested:?}: field is immutable (the role is {pinned:?})",
-            user.metadata.name.as_deref().unwrap_or_default()
-        ),
-    })
+    let (pinned, requested) = (username(user), requested_username(user));
+    guard::check_pinned(user, "spec.username", "role", &pinned, &requested)
 }
 
 /// Where the credentials go; `None` when `connInfoSecretTargetDisabled`.
@@ -257,7 +248,7 @@ pub async fn reconcile<C: Cluster>(ctx: &Context<C>, user: &ServiceUser) -> Resu
 #[instrument(skip_all, fields(kind = "ServiceUser", namespace = user.metadata.namespace.as_deref(), name = user.metadata.name.as_deref()))]
 pub async fn prepare<C: Cluster>(ctx: &Context<C>, user: &ServiceUser) -> Result<Prepared, Error> {
     let (service, handle) = ctx.service(&user.spec.binding.service_name).await?;
-    let policy = guard::admit(ctx, &service, user).await?;
+    let policy = guard::admit(ctx, &service, &handle, user).await?;
     check_pinned(user)?;
     let engine = sql_engine(service.spec.engine);
     let (desired, observed) = observe(ctx, user, &handle, engine).await?;
@@ -287,11 +278,7 @@ pub fn authorize(
     let namespace = user.metadata.namespace.as_deref().unwrap_or_default();
     let service_name = service.metadata.name.as_deref().unwrap_or_default();
     let name = desired.role.name.as_str();
-    let marker = desired
-        .role
-        .marker
-        .clone()
-        .unwrap_or_else(|| guard::marker_of(user));
+    let marker = guard::marker_of(user);
     guard::own_name(
         Wanted {
             what: "role",
