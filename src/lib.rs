@@ -10,6 +10,7 @@ pub mod cli;
 pub mod crds;
 pub mod manifests;
 pub mod reconcile;
+pub mod runtime;
 pub mod sql;
 pub mod webhook;
 pub mod webhook_config;

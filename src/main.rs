@@ -20,13 +20,16 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run dbward in a cluster: the webhook on every replica, the controllers on the one
+    /// holding the leader Lease.
+    Run(Box<dbward::runtime::RunArgs>),
     /// Check manifests offline with the admission webhook's rules.
     Validate(cli::validate::ValidateArgs),
     /// Print the CustomResourceDefinitions.
     Crds(cli::crds::CrdsArgs),
     /// Apply the database side of manifests to their servers, without a cluster (`--local`).
     Reconcile(cli::reconcile::ReconcileArgs),
-    /// Run the controllers against a cluster.
+    /// Run the controllers against a cluster (one replica; `run` elects a leader).
     Controller(cli::controller::ControllerArgs),
     /// Serve the admission webhook (AdmissionReview v1 over HTTPS).
     Webhook(Box<dbward::webhook::WebhookArgs>),
@@ -38,6 +41,7 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Run(args) => cli::run::run(*args),
         Command::Validate(args) => cli::validate::run(&args),
         Command::Crds(args) => cli::crds::run(&args),
         Command::Reconcile(args) => cli::reconcile::run(&args),

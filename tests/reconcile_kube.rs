@@ -133,6 +133,11 @@ async fn service_user_secret_status_finalizer_and_quiet_resync() {
     );
     assert_eq!(data["APP_USERNAME"], username);
     assert_eq!(secret.metadata.labels.as_ref().unwrap()["team"], "a");
+    assert_eq!(
+        secret.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"],
+        "dbward",
+        "the controllers find the Secrets they wrote by this label"
+    );
     assert_eq!(secret.metadata.annotations.as_ref().unwrap()["note"], "x");
     let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!(owner.kind, "ServiceUser");

@@ -3,5 +3,6 @@
 pub mod controller;
 pub mod crds;
 pub mod reconcile;
+pub mod run;
 pub mod validate;
 pub mod webhook;

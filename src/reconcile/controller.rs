@@ -4,13 +4,14 @@
 //! (a periodic resync to repair drift; exponential backoff with jitter after a transient
 //! failure; nothing for an invalid object until it changes).
 //!
-//! Leader election is not implemented: run one replica of `dbward controller`.
+//! `dbward controller` runs them in one process; `dbward run` (`crate::runtime`) runs them on the
+//! replica that holds the leader Lease.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,9 +19,11 @@ use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -35,8 +38,8 @@ use crate::api::{CommonStatus, Database, DatabaseClaim, DatabaseService, Service
 use super::kube_cluster::{KubeCluster, kube_error};
 use super::status::{Readiness, now, with_ready};
 use super::{
-    Applied, Context, Error, FIELD_MANAGER, FINALIZER, Pinned, Prepared, Retry, database,
-    database_claim, service_user,
+    Applied, Context, Error, FIELD_MANAGER, FINALIZER, MANAGED_BY_SELECTOR, Pinned, Prepared,
+    Retry, database, database_claim, service_user,
 };
 
 mod service;
@@ -84,6 +87,14 @@ impl State {
 
     fn client(&self) -> Client {
         self.ctx.cluster.client().clone()
+    }
+
+    /// The controllers' counters in Prometheus text.
+    pub fn render_metrics(&self) -> String {
+        self.metrics
+            .sql_writes
+            .store(self.ctx.sql_writes(), Ordering::Relaxed);
+        self.metrics.render()
     }
 
     async fn publish<K: Resource<DynamicType = ()>>(
@@ -525,58 +536,154 @@ pub fn error_policy<K: Reconciled>(object: Arc<K>, error: &Error, state: Arc<Sta
     }
 }
 
-/// Runs the four controllers until a signal stops them; serves `/metrics` and `/healthz` on
-/// `metrics_listen` when given.
+/// `dbward controller`: runs the four controllers until SIGTERM or Ctrl-C; serves `/metrics`,
+/// `/healthz` and `/readyz` (ready once the controllers' caches synced) on `metrics_listen`
+/// when given. One replica: `dbward run` elects a leader among several.
 pub async fn run(
     client: Client,
     operator_namespace: &str,
     metrics_listen: Option<SocketAddr>,
 ) -> std::io::Result<()> {
-    let state = Arc::new(State::new(client.clone(), operator_namespace, true));
+    let state = Arc::new(State::new(client, operator_namespace, true));
+    let ready = Arc::new(AtomicBool::new(false));
     if let Some(addr) = metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        tokio::spawn(serve_metrics(listener, state.clone()));
+        tokio::spawn(serve_metrics(listener, state.clone(), ready.clone()));
     }
-    let config = watcher::Config::default();
-    let secrets = || Api::<Secret>::all(client.clone());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if let Err(e) = crate::runtime::shutdown_signal().await {
+            warn!(error = %e, "cannot wait for signals");
+        }
+        let _ = stop.send(true);
+    });
+    run_controllers(state, stopped, ready).await;
+    Ok(())
+}
 
-    let services = Controller::new(Api::<DatabaseService>::all(client.clone()), config.clone())
-        .shutdown_on_signal()
+/// Runs the four controllers until `stop` turns true; each lets its running reconciles finish.
+/// `ready` turns true once every controller's cache holds a full list.
+///
+/// The controllers cache their own kinds in full, and of Secrets only the metadata of those
+/// dbward wrote ([`MANAGED_BY_SELECTOR`]): an owned Secret edited or deleted by someone else
+/// triggers its owner's reconcile, which reads the Secret itself.
+pub async fn run_controllers(
+    state: Arc<State>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    ready: Arc<AtomicBool>,
+) {
+    let client = state.client();
+    let owned_secrets = || {
+        let api = Api::<PartialObjectMeta<Secret>>::all(client.clone());
+        watcher(api, watcher::Config::default().labels(MANAGED_BY_SELECTOR))
+            .default_backoff()
+            .touched_objects()
+    };
+    let stopped = || {
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        }
+    };
+    let synced = Arc::new(CacheSync::new(4, ready));
+    let (services, services_cache) = cached::<DatabaseService>(&client, &synced);
+    let (databases, databases_cache) = cached::<Database>(&client, &synced);
+    let (users, users_cache) = cached::<ServiceUser>(&client, &synced);
+    let (claims, claims_cache) = cached::<DatabaseClaim>(&client, &synced);
+    let services = Controller::for_stream(services, services_cache).graceful_shutdown_on(stopped());
+    let databases =
+        Controller::for_stream(databases, databases_cache).graceful_shutdown_on(stopped());
+    let users = Controller::for_stream(users, users_cache)
+        .owns_stream(owned_secrets())
+        .graceful_shutdown_on(stopped());
+    let claims = Controller::for_stream(claims, claims_cache)
+        .owns_stream(owned_secrets())
+        .graceful_shutdown_on(stopped());
+
+    let services = services
         .run(
             reconcile_service,
             |_, _: &Error, _| Requeue::requeue(SLOW_RETRY),
             state.clone(),
         )
         .for_each(|r| log_result("DatabaseService", r));
-    let databases = Controller::new(Api::<Database>::all(client.clone()), config.clone())
-        .shutdown_on_signal()
+    let databases = databases
         .run(
             reconcile::<Database>,
             error_policy::<Database>,
             state.clone(),
         )
         .for_each(|r| log_result("Database", r));
-    let users = Controller::new(Api::<ServiceUser>::all(client.clone()), config.clone())
-        .owns(secrets(), config.clone())
-        .shutdown_on_signal()
+    let users = users
         .run(
             reconcile::<ServiceUser>,
             error_policy::<ServiceUser>,
             state.clone(),
         )
         .for_each(|r| log_result("ServiceUser", r));
-    let claims = Controller::new(Api::<DatabaseClaim>::all(client.clone()), config.clone())
-        .owns(secrets(), config)
-        .shutdown_on_signal()
+    let claims = claims
         .run(
             reconcile::<DatabaseClaim>,
             error_policy::<DatabaseClaim>,
             state.clone(),
         )
         .for_each(|r| log_result("DatabaseClaim", r));
-    info!("controllers started (no leader election: run a single replica)");
+    info!("controllers started");
     tokio::join!(services, databases, users, claims);
-    Ok(())
+    info!("controllers stopped");
+}
+
+/// A controller's cache of kind `K`: every object of the kind, without `managedFields` (the
+/// reconcilers never read them, and they are most of an object's size), and a stream of the
+/// objects that changed. Marks `synced` when the first full list is in.
+fn cached<K>(
+    client: &Client,
+    synced: &Arc<CacheSync>,
+) -> (
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    Store<K>,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let synced = synced.clone();
+    let mut listed = false;
+    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(|object| object.meta_mut().managed_fields = None)
+        .inspect(move |event| {
+            if !listed && matches!(event, Ok(watcher::Event::InitDone)) {
+                listed = true;
+                synced.listed(K::kind(&()));
+            }
+        })
+        .reflect(writer)
+        .applied_objects();
+    (stream, reader)
+}
+
+/// Counts the caches that still wait for their first full list; `ready` turns true when none
+/// does.
+struct CacheSync {
+    pending: AtomicUsize,
+    ready: Arc<AtomicBool>,
+}
+
+impl CacheSync {
+    fn new(caches: usize, ready: Arc<AtomicBool>) -> CacheSync {
+        CacheSync {
+            pending: AtomicUsize::new(caches),
+            ready,
+        }
+    }
+
+    fn listed(&self, kind: std::borrow::Cow<'_, str>) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.ready.store(true, Ordering::Release);
+            info!(last = %kind, "controller caches synced; ready");
+        }
+    }
 }
 
 async fn log_result<T, E: std::fmt::Display>(kind: &'static str, result: Result<T, E>) {
@@ -585,26 +692,33 @@ async fn log_result<T, E: std::fmt::Display>(kind: &'static str, result: Result<
     }
 }
 
-/// A minimal plain-HTTP admin endpoint: `/metrics` (Prometheus text) and `/healthz`.
-async fn serve_metrics(listener: tokio::net::TcpListener, state: Arc<State>) {
+/// A minimal plain-HTTP admin endpoint: `/metrics` (Prometheus text), `/healthz`, and
+/// `/readyz` (503 until the caches synced).
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    state: Arc<State>,
+    ready: Arc<AtomicBool>,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
         let state = state.clone();
+        let ready = ready.load(Ordering::Relaxed);
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
             let n = stream.read(&mut buf).await.unwrap_or(0);
             let request = String::from_utf8_lossy(&buf[..n]);
             let path = request.split_whitespace().nth(1).unwrap_or("/");
-            state
-                .metrics
-                .sql_writes
-                .store(state.ctx.sql_writes(), Ordering::Relaxed);
             let (code, body) = match path {
-                "/metrics" => ("200 OK", state.metrics.render()),
-                "/healthz" | "/readyz" => ("200 OK", "ok\n".to_owned()),
+                "/metrics" => ("200 OK", state.render_metrics()),
+                "/healthz" => ("200 OK", "ok\n".to_owned()),
+                "/readyz" if ready => ("200 OK", "ready\n".to_owned()),
+                "/readyz" => (
+                    "503 Service Unavailable",
+                    "caches not synced yet\n".to_owned(),
+                ),
                 _ => ("404 Not Found", "not found\n".to_owned()),
             };
             let response = format!(

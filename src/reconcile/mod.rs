@@ -36,6 +36,10 @@ pub use context::Context;
 pub const FINALIZER: &str = "dbward.dev/finalizer";
 /// The field manager of every server-side apply dbward makes.
 pub const FIELD_MANAGER: &str = "dbward";
+/// The label on every Secret the controllers write: they watch only Secrets that carry it.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "dbward");
+/// [`MANAGED_BY`] as a label selector.
+pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=dbward";
 
 /// A failed reconcile step.
 #[derive(Debug, thiserror::Error)]

@@ -95,11 +95,17 @@ impl Target {
                 )
             })
             .collect();
+        // dbward's label last: the controllers find their Secrets by it.
+        let mut labels = self.labels.clone();
+        labels.insert(
+            super::MANAGED_BY.0.to_owned(),
+            super::MANAGED_BY.1.to_owned(),
+        );
         Secret {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
                 namespace: Some(self.namespace.clone()),
-                labels: (!self.labels.is_empty()).then(|| self.labels.clone()),
+                labels: Some(labels),
                 annotations: (!self.annotations.is_empty()).then(|| self.annotations.clone()),
                 owner_references: owner.map(|o| vec![o.clone()]),
                 ..ObjectMeta::default()
@@ -249,8 +255,20 @@ mod tests {
             Some("pw")
         );
         let mut existing = desired.clone();
-        existing.metadata.labels = Some(BTreeMap::from([("other".into(), "x".into())]));
-        assert!(up_to_date(&existing, &desired));
+        existing
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("other".into(), "x".into());
+        assert!(
+            up_to_date(&existing, &desired),
+            "labels of others do not count"
+        );
+        // A Secret written before dbward labelled its Secrets gets the label on the next pass.
+        let mut unlabelled = desired.clone();
+        unlabelled.metadata.labels = None;
+        assert!(!up_to_date(&unlabelled, &desired));
         let changed = target.build(&[("PASSWORD", "pw2".into())], None);
         assert!(!up_to_date(&existing, &changed));
     }

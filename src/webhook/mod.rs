@@ -165,6 +165,18 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// Reads references the cached snapshot lacks from the API server (live runs only).
     pub read_through: Option<live::ReadThrough>,
+    /// Appended to `/metrics` (the controllers' counters, in `dbward run`).
+    pub extra_metrics: Option<ExtraMetrics>,
+}
+
+/// A source of more Prometheus text for the admin port's `/metrics`.
+#[derive(Clone)]
+pub struct ExtraMetrics(pub Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for ExtraMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExtraMetrics")
+    }
 }
 
 impl AppState {
@@ -176,6 +188,7 @@ impl AppState {
             ready: Arc::new(AtomicBool::new(true)),
             body_timeout: Timeouts::default().body,
             read_through: None,
+            extra_metrics: None,
         }
     }
 }
@@ -218,7 +231,10 @@ pub fn admin_router(state: AppState) -> Router {
         .route(
             "/metrics",
             get(|State(state): State<AppState>| async move {
-                let text = state.metrics.encode(state.ready.load(Ordering::Relaxed));
+                let mut text = state.metrics.encode(state.ready.load(Ordering::Relaxed));
+                if let Some(extra) = &state.extra_metrics {
+                    text.push_str(&(extra.0)());
+                }
                 (
                     [(
                         header::CONTENT_TYPE,
@@ -416,6 +432,14 @@ impl RunningWebhook {
 
 /// Loads the certificate and the snapshot, binds both ports and starts serving.
 pub async fn start(args: &WebhookArgs) -> Result<RunningWebhook, WebhookError> {
+    start_with(args, None).await
+}
+
+/// [`start`], with `extra` appended to `/metrics`.
+pub async fn start_with(
+    args: &WebhookArgs,
+    extra: Option<ExtraMetrics>,
+) -> Result<RunningWebhook, WebhookError> {
     let files = TlsFiles {
         cert: args.tls_cert.clone(),
         key: args.tls_key.clone(),
@@ -480,6 +504,7 @@ pub async fn start(args: &WebhookArgs) -> Result<RunningWebhook, WebhookError> {
         }
     };
     state.body_timeout = args.body_timeout;
+    state.extra_metrics = extra;
     state.metrics.set_cert_not_after(store.not_after());
 
     let listener = TcpListener::bind(args.listen)
@@ -555,22 +580,10 @@ pub async fn run_webhook(args: WebhookArgs) -> Result<(), WebhookError> {
         )
         .try_init();
     let running = start(&args).await?;
-    shutdown_signal().await.map_err(WebhookError::Signal)?;
+    crate::runtime::shutdown_signal()
+        .await
+        .map_err(WebhookError::Signal)?;
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
-}
-
-async fn shutdown_signal() -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result,
-            _ = terminate.recv() => Ok(()),
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await
 }
