@@ -110,7 +110,7 @@ impl State {
         let event = Event {
             type_,
             reason: reason.to_owned(),
-            note: Some(note),
+            note: Some(bounded_note(note)),
             action: "Reconcile".to_owned(),
             secondary: None,
         };
@@ -453,15 +453,24 @@ async fn announce<K: Reconciled>(state: &State, object: &K, applied: &Applied, r
     }
     let lines: Vec<String> = applied.actions.iter().map(ToString::to_string).collect();
     info!(kind = K::KIND, namespace = object.namespace().as_deref(), name = %object.name_any(), changes = lines.len(), "reconciled");
-    let mut note = lines.join("; ");
-    if note.len() > 1000 {
-        let mut end = 1000;
+    state
+        .publish(object, EventType::Normal, reason, lines.join("; "))
+        .await;
+}
+
+/// An event note cut to 1,000 bytes (at a character boundary): the API server refuses longer
+/// notes, and a long driver error would otherwise lose the whole event.
+pub fn bounded_note(mut note: String) -> String {
+    const MAX: usize = 1000;
+    if note.len() > MAX {
+        let mut end = MAX - '…'.len_utf8();
         while !note.is_char_boundary(end) {
             end -= 1;
         }
         note.truncate(end);
+        note.push('…');
     }
-    state.publish(object, EventType::Normal, reason, note).await;
+    note
 }
 
 /// Writes `status` unless the object already has it (server-side apply, status subresource).
@@ -733,6 +742,16 @@ async fn serve_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_notes_are_cut_at_a_character_boundary() {
+        assert_eq!(bounded_note("short".into()), "short");
+        let long = "é".repeat(800);
+        let note = bounded_note(long);
+        assert!(note.len() <= 1000, "{}", note.len());
+        assert!(note.ends_with('…'));
+        assert!(note.starts_with("éé"));
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {
