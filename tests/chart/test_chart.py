@@ -599,3 +599,32 @@ def test_notes_render():
     for name, values in VALUE_SETS.items():
         notes = render(values)["dbward/templates/NOTES.txt"]
         assert "dbward-controller" in notes, name
+
+
+# --- scripts/chart-render -----------------------------------------------------------------------------
+
+
+def test_chart_render_script():
+    """What the end-to-end suite calls: the loopback API server's version, a webhook by URL."""
+    import subprocess
+
+    out = subprocess.run(
+        [str(cs.REPO / "scripts" / "chart-render"), "--kube-version", cs.LOOPBACK, "--namespace", "e2e-dbward",
+         "--set", "webhook.url=https://127.0.0.1:9443/", "--set", "certificates.selfManaged.extraIPs={127.0.0.1}",
+         "--set-json", 'webhook.namespaceSelector.matchLabels={"a":"b"}'],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    objs = [d for d in yaml.safe_load_all(out) if d]
+    assert one(objs, "PodDisruptionBudget")["apiVersion"] == "policy/v1beta1"
+    (hook,) = one(objs, "ValidatingWebhookConfiguration")["webhooks"]
+    assert hook["clientConfig"] == {"url": "https://127.0.0.1:9443/validate"}
+    assert hook["namespaceSelector"]["matchLabels"] == {"a": "b"}
+    assert hook["namespaceSelector"]["matchExpressions"][0]["values"] == ["kube-system", "e2e-dbward"]
+    args = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert pairs(args, "--certs-ip") == ["127.0.0.1"]
+    assert len(by_kind(objs, "CustomResourceDefinition")) == 9
+    assert out.startswith("---\n# Source: dbward/templates/")
+
+    bad = subprocess.run([str(cs.REPO / "scripts" / "chart-render"), "--set", "webhook.nope=1"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "nope" in bad.stderr
