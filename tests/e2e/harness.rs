@@ -137,15 +137,38 @@ impl Cluster {
             .then_some(())
     }
 
-    /// CRDs, namespaces, the webhook and the controller; webhook configurations pointing at it.
+    /// Namespaces, then the chart (CRDs, ServiceAccount, RBAC, webhook configurations by URL),
+    /// then two `dbward run` replicas on this host authenticating as the chart's ServiceAccount
+    /// with the chart's own arguments: `replica-b` first, so that it leads, then `replica-a`,
+    /// whose webhook the configurations name.
     pub fn install(&self) -> Dbward {
         let out = self.apply_stdin(NAMESPACES, &[]);
         assert!(out.ok(), "{}", out.text());
         let out = self.apply_stdin(GC_ACCESS, &[]);
         assert!(out.ok(), "{}", out.text());
+
+        // Where the API server reaches the webhook: this host's loopback, or for kind the
+        // address of the host on the cluster's network (DBWARD_E2E_WEBHOOK_HOST, e.g. 172.17.0.1).
+        let host = std::env::var("DBWARD_E2E_WEBHOOK_HOST").unwrap_or_else(|_| "127.0.0.1".into());
+        let bind = if host == "127.0.0.1" {
+            "127.0.0.1"
+        } else {
+            "0.0.0.0"
+        };
+        let port = free_port();
+        let rendered = render_chart(
+            &self.server_version(),
+            &[
+                &format!("webhook.url=https://{host}:{port}/"),
+                "webhook.failurePolicy=Fail",
+                &format!("certificates.selfManaged.extraIPs={{{host}}}"),
+            ],
+        );
+        let chart = self.work.join("chart.yaml");
+        std::fs::write(&chart, &rendered).unwrap();
         // kubectl before 1.25 does not know x-kubernetes-validations; the API server ignores it.
-        let out = self.kubectl(&["apply", "--validate=false", "-f", "crds/"]);
-        assert!(out.ok(), "{}", out.text());
+        let out = self.kubectl(&["apply", "--validate=false", "-f", chart.to_str().unwrap()]);
+        assert!(out.ok(), "the rendered chart must apply: {}", out.text());
         let out = self.kubectl(&[
             "wait",
             "--for=condition=Established",
@@ -160,73 +183,32 @@ impl Cluster {
             out.text()
         );
 
-        // Where the API server reaches the webhook: this host's loopback, or for kind the
-        // address of the host on the cluster's network (DBWARD_E2E_WEBHOOK_HOST, e.g. 172.17.0.1).
-        let host = std::env::var("DBWARD_E2E_WEBHOOK_HOST").unwrap_or_else(|_| "127.0.0.1".into());
-        let bind = if host == "127.0.0.1" {
-            "127.0.0.1"
-        } else {
-            "0.0.0.0"
-        };
-        let certs = self.work.join("certs");
-        run_dbward(&[
-            "certs",
-            "--service",
-            "dbward-webhook",
-            "--namespace",
-            "dbward-system",
-            "--ip",
-            &host,
-            "--out",
-            certs.to_str().unwrap(),
-        ]);
-        let port = free_port();
-        let metrics = free_port();
-        let kubeconfig = self.kubeconfig.to_str().unwrap();
-        let webhook = spawn_dbward(
-            &[
-                "webhook",
-                "--listen",
-                &format!("{bind}:{port}"),
-                "--metrics-listen",
-                &format!("127.0.0.1:{metrics}"),
-                "--tls-cert",
-                certs.join("tls.crt").to_str().unwrap(),
-                "--tls-key",
-                certs.join("tls.key").to_str().unwrap(),
-                "--kubeconfig",
-                kubeconfig,
-            ],
-            &self.work.join("webhook.log"),
-        );
-        let controller = spawn_dbward(
-            &["controller", "--kubeconfig", kubeconfig],
-            &self.work.join("controller.log"),
-        );
+        let args = chart_container_args(&rendered);
+        let kubeconfig = self.service_account_kubeconfig(&rendered);
         let mut dbward = Dbward {
-            webhook: Some(webhook),
-            controller,
+            replicas: Vec::new(),
             cluster_kubeconfig: self.kubeconfig.clone(),
             kubectl: self.kubectl.clone(),
             logs: self.work.clone(),
+            kubeconfig,
+            args,
+            configurations: rendered_names(&rendered, "ValidatingWebhookConfiguration"),
         };
-        eventually("the webhook is ready", || {
-            http_ok(metrics, "/readyz").then_some(())
+        let b = dbward.add_replica("replica-b", bind, free_port());
+        dbward.start(b);
+        eventually("replica-b holds the lease", || {
+            (dbward.lease_holder(self).as_deref() == Some("replica-b")).then_some(())
         });
-
-        let config = run_dbward(&[
-            "webhook-config",
-            "--url",
-            &format!("https://{host}:{port}"),
-            "--ca-bundle",
-            certs.join("ca.crt").to_str().unwrap(),
-            "--failure-policy",
-            "Fail",
-        ]);
-        let out = self.apply_stdin(&config, &[]);
-        assert!(out.ok(), "{}", out.text());
-        // The API server picks webhook configurations up asynchronously.
-        // Only the webhook knows that this service does not exist.
+        let a = dbward.add_replica("replica-a", bind, port);
+        dbward.start(a);
+        for replica in [a, b] {
+            let metrics = dbward.replicas[replica].metrics;
+            eventually("the webhook is ready", || {
+                http_ok(metrics, "/readyz").then_some(())
+            });
+        }
+        // The replicas inject their CA into the configurations, and the API server picks them up
+        // asynchronously. Only the webhook knows that this service does not exist.
         let probe = manifest(
             "Database",
             "team-a",
@@ -242,6 +224,64 @@ impl Cluster {
         dbward.check_alive();
         dbward
     }
+
+    /// The API server's version (`1.20.2`), for the chart's choice of API versions.
+    fn server_version(&self) -> String {
+        let out = self.kubectl(&["version", "-o", "json"]);
+        assert!(out.ok(), "{}", out.text());
+        let version: Value = serde_json::from_str(&out.stdout).unwrap();
+        let git = version["serverVersion"]["gitVersion"].as_str().unwrap();
+        git.trim_start_matches('v')
+            .split(['-', '+'])
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// A kubeconfig for the chart's ServiceAccount: the API server of `KUBECONFIG`, the
+    /// account's token (from the token Secret the controller manager makes on clusters < 1.24).
+    fn service_account_kubeconfig(&self, rendered: &str) -> PathBuf {
+        let account = rendered_names(rendered, "ServiceAccount")
+            .pop()
+            .expect("the chart renders a ServiceAccount");
+        let token = eventually("the ServiceAccount has a token", || {
+            let out = self.kubectl(&[
+                "get", "secret", "-n", "dbward-system", "-o",
+                "jsonpath={range .items[?(@.type==\"kubernetes.io/service-account-token\")]}{.metadata.annotations.kubernetes\\.io/service-account\\.name} {.data.token}{\"\\n\"}{end}",
+            ]);
+            out.stdout.lines().find_map(|line| {
+                let (name, token) = line.split_once(' ')?;
+                (name == account && !token.is_empty()).then(|| token.to_owned())
+            })
+        });
+        let token = String::from_utf8(base64_decode(&token)).unwrap();
+        let view = |path: &str| {
+            let out = self.kubectl(&[
+                "config",
+                "view",
+                "--raw",
+                "--minify",
+                "-o",
+                &format!("jsonpath={path}"),
+            ]);
+            assert!(out.ok(), "{}", out.text());
+            out.stdout
+        };
+        let server = view("{.clusters[0].cluster.server}");
+        let ca = view("{.clusters[0].cluster.certificate-authority-data}");
+        let ca = if ca.is_empty() {
+            let file = view("{.clusters[0].cluster.certificate-authority}");
+            base64_encode(&std::fs::read(file).unwrap())
+        } else {
+            ca
+        };
+        let config = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster: {{server: '{server}', certificate-authority-data: {ca}}}\nusers:\n- name: {account}\n  user: {{token: '{token}'}}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: {account}}}\ncurrent-context: e2e\n"
+        );
+        let path = self.work.join("service-account.kubeconfig");
+        std::fs::write(&path, config).unwrap();
+        path
+    }
 }
 
 impl Drop for Cluster {
@@ -250,86 +290,305 @@ impl Drop for Cluster {
     }
 }
 
-/// The dbward processes; stopped (and the webhook unregistered) when dropped, so a failed run
+/// One `dbward run` process.
+pub struct Replica {
+    pub name: String,
+    pub port: u16,
+    pub metrics: u16,
+    bind: String,
+    child: Option<Child>,
+    starts: usize,
+}
+
+/// The dbward replicas; stopped (and the webhook unregistered) when dropped, so a failed run
 /// never leaves a cluster whose dbward objects cannot be changed.
 pub struct Dbward {
-    webhook: Option<Child>,
-    controller: Child,
+    pub replicas: Vec<Replica>,
     cluster_kubeconfig: PathBuf,
     kubectl: PathBuf,
     logs: PathBuf,
+    kubeconfig: PathBuf,
+    args: Vec<String>,
+    configurations: Vec<String>,
 }
 
 impl Dbward {
-    pub fn stop_webhook(&mut self) {
-        if let Some(mut child) = self.webhook.take() {
-            child.kill().ok();
+    fn add_replica(&mut self, name: &str, bind: &str, port: u16) -> usize {
+        self.replicas.push(Replica {
+            name: name.to_owned(),
+            port,
+            metrics: free_port(),
+            bind: bind.to_owned(),
+            child: None,
+            starts: 0,
+        });
+        self.replicas.len() - 1
+    }
+
+    /// The replica called `name`.
+    pub fn replica(&self, name: &str) -> usize {
+        self.replicas
+            .iter()
+            .position(|r| r.name == name)
+            .expect("a known replica")
+    }
+
+    /// Starts replica `i` with the chart's arguments, its own ports and TLS directory, and the
+    /// ServiceAccount's kubeconfig.
+    pub fn start(&mut self, i: usize) {
+        let replica = &mut self.replicas[i];
+        assert!(replica.child.is_none(), "{} runs already", replica.name);
+        replica.starts += 1;
+        let tls = self.logs.join(format!("{}-tls", replica.name));
+        std::fs::create_dir_all(&tls).unwrap();
+        let mut args = self.args.clone();
+        args.extend([
+            "--listen".to_owned(),
+            format!("{}:{}", replica.bind, replica.port),
+            "--metrics-listen".to_owned(),
+            format!("127.0.0.1:{}", replica.metrics),
+            "--tls-cert".to_owned(),
+            tls.join("tls.crt").to_str().unwrap().to_owned(),
+            "--tls-key".to_owned(),
+            tls.join("tls.key").to_str().unwrap().to_owned(),
+            "--kubeconfig".to_owned(),
+            self.kubeconfig.to_str().unwrap().to_owned(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let log = self
+            .logs
+            .join(format!("{}.{}.log", replica.name, replica.starts));
+        let file = std::fs::File::create(log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_dbward"))
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .env("POD_NAME", &replica.name)
+            .env("POD_NAMESPACE", "dbward-system")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        replica.child = Some(child);
+    }
+
+    /// Sends `signal` (`KILL`, `TERM`) to replica `i` and waits for it to exit.
+    pub fn signal(&mut self, i: usize, signal: &str) {
+        if let Some(mut child) = self.replicas[i].child.take() {
+            Command::new("kill")
+                .args([&format!("-{signal}"), &child.id().to_string()])
+                .status()
+                .unwrap();
             child.wait().ok();
         }
     }
 
+    /// Whether replica `i` answers an AdmissionReview on its HTTPS port.
+    pub fn answers_reviews(&self, i: usize) -> bool {
+        let review = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"e2e","kind":{"group":"dbward.dev","version":"v1alpha1","kind":"Database"},"resource":{"group":"dbward.dev","version":"v1alpha1","resource":"databases"},"namespace":"team-a","operation":"CREATE","userInfo":{"username":"e2e"},"object":{"apiVersion":"dbward.dev/v1alpha1","kind":"Database","metadata":{"name":"probe","namespace":"team-a"},"spec":{"project":"platform","serviceName":"shared-pg"}}}}"#;
+        let out = Command::new("curl")
+            .args([
+                "-sk",
+                "--max-time",
+                "2",
+                "-H",
+                "content-type: application/json",
+                "--data",
+                review,
+                &format!("https://127.0.0.1:{}/validate", self.replicas[i].port),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("\"uid\":\"e2e\"")
+    }
+
+    /// Whether replica `i` says it is ready.
+    pub fn ready(&self, i: usize) -> bool {
+        http_ok(self.replicas[i].metrics, "/readyz")
+    }
+
+    /// The holder of the controllers' Lease, if any.
+    pub fn lease_holder(&self, cluster: &Cluster) -> Option<String> {
+        let name = self.lease_name();
+        let out = cluster.kubectl(&[
+            "get",
+            "lease",
+            &name,
+            "-n",
+            "dbward-system",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ]);
+        (out.ok() && !out.stdout.trim().is_empty()).then(|| out.stdout.trim().to_owned())
+    }
+
+    fn lease_name(&self) -> String {
+        let at = self
+            .args
+            .iter()
+            .position(|a| a == "--lease-name")
+            .expect("the chart names the lease");
+        self.args[at + 1].clone()
+    }
+
+    /// Stops the replica the webhook configurations call (as when the webhook is down).
+    pub fn stop_webhook(&mut self) {
+        let a = self.replica("replica-a");
+        self.signal(a, "KILL");
+    }
+
     fn check_alive(&mut self) {
-        if let Some(webhook) = &mut self.webhook {
-            assert!(
-                webhook.try_wait().unwrap().is_none(),
-                "dbward webhook exited"
-            );
+        for replica in &mut self.replicas {
+            if let Some(child) = &mut replica.child {
+                assert!(
+                    child.try_wait().unwrap().is_none(),
+                    "dbward run ({}) exited",
+                    replica.name
+                );
+            }
         }
-        assert!(
-            self.controller.try_wait().unwrap().is_none(),
-            "dbward controller exited"
-        );
+    }
+
+    /// Every API call dbward made was allowed by the chart's RBAC: no replica's log mentions a
+    /// refusal.
+    pub fn assert_no_call_was_forbidden(&self) {
+        for entry in std::fs::read_dir(&self.logs).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let denied: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.contains("forbidden") || l.contains("Forbidden"))
+                    .collect();
+                assert!(
+                    denied.is_empty(),
+                    "the chart's RBAC refused calls dbward makes ({}):\n{}",
+                    path.display(),
+                    denied.join("\n")
+                );
+            }
+        }
     }
 }
 
 impl Drop for Dbward {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for log in ["webhook.log", "controller.log"] {
-                let text = std::fs::read_to_string(self.logs.join(log)).unwrap_or_default();
+            let mut logs: Vec<PathBuf> = std::fs::read_dir(&self.logs)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "log"))
+                .collect();
+            logs.sort();
+            for log in logs {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                eprintln!("--- last lines of {log} ---");
+                eprintln!("--- last lines of {} ---", log.display());
                 tail.iter().rev().for_each(|l| eprintln!("{l}"));
             }
         }
-        self.stop_webhook();
-        self.controller.kill().ok();
-        self.controller.wait().ok();
+        for i in 0..self.replicas.len() {
+            self.signal(i, "KILL");
+        }
         for kind in [
             "validatingwebhookconfiguration",
             "mutatingwebhookconfiguration",
         ] {
-            Command::new(&self.kubectl)
-                .args(["delete", "--ignore-not-found", kind, "dbward"])
-                .env("KUBECONFIG", &self.cluster_kubeconfig)
-                .output()
-                .ok();
+            for name in &self.configurations {
+                Command::new(&self.kubectl)
+                    .args(["delete", "--ignore-not-found", kind, name])
+                    .env("KUBECONFIG", &self.cluster_kubeconfig)
+                    .output()
+                    .ok();
+            }
         }
     }
 }
 
-fn run_dbward(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_dbward"))
-        .args(args)
-        .output()
-        .unwrap();
+/// The chart rendered with `--set` values (`scripts/chart-render`, which uses Helm's own SDK).
+fn render_chart(kube_version: &str, values: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/chart-render");
+    let mut command = Command::new(&script);
+    command.args([
+        "--namespace",
+        "dbward-system",
+        "--kube-version",
+        kube_version,
+    ]);
+    for value in values {
+        command.args(["--set", value]);
+    }
+    let out = command.output().expect("scripts/chart-render runs");
     assert!(
         out.status.success(),
-        "dbward {args:?}: {}",
+        "scripts/chart-render: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn spawn_dbward(args: &[&str], log: &Path) -> Child {
-    let file = std::fs::File::create(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_dbward"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
+/// The rendered objects of `kind`.
+fn rendered_objects<'a>(rendered: &'a str, kind: &'a str) -> impl Iterator<Item = Value> + 'a {
+    rendered
+        .split("\n---")
+        .filter_map(|doc| serde_yaml::from_str::<Value>(doc).ok())
+        .filter(move |object| object["kind"] == kind)
+}
+
+fn rendered_names(rendered: &str, kind: &str) -> Vec<String> {
+    rendered_objects(rendered, kind)
+        .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The Deployment's dbward arguments, without the ones each replica sets for itself.
+fn chart_container_args(rendered: &str) -> Vec<String> {
+    let deployment = rendered_objects(rendered, "Deployment")
+        .next()
+        .expect("the chart renders a Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .or_else(|| container["command"].as_array())
+        .expect("the container has arguments")
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    let own = ["--listen", "--metrics-listen", "--tls-cert", "--tls-key"];
+    let mut kept = Vec::new();
+    let mut skip = false;
+    for arg in args {
+        if skip {
+            skip = false;
+            continue;
+        }
+        if own.contains(&arg.as_str()) {
+            skip = true;
+            continue;
+        }
+        if own.iter().any(|o| arg.starts_with(&format!("{o}="))) {
+            continue;
+        }
+        kept.push(arg);
+    }
+    assert_eq!(
+        kept.first().map(String::as_str),
+        Some("run"),
+        "the chart runs `dbward run`: {kept:?}"
+    );
+    kept
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
         .unwrap()
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 fn free_port() -> u16 {

@@ -11,7 +11,7 @@
 
 mod harness;
 
-use harness::{Cluster, eventually, psql};
+use harness::{Cluster, Dbward, eventually, psql};
 
 /// The `Ready` condition's status and reason, once the controller has written one.
 fn ready_reason(
@@ -432,8 +432,101 @@ fn end_to_end() {
 
     tenants_are_isolated_without_the_webhook(&cluster);
     a_service_in_use_waits_for_its_dependents(&cluster);
+    the_controllers_pass_between_replicas(&cluster, &mut dbward);
+    dbward.assert_no_call_was_forbidden();
 
     eprintln!("e2e passed in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// Two `dbward run` replicas: killing the leader hands the controllers to the other, which goes
+/// on reconciling; SIGTERM hands the Lease back at once; both answer reviews throughout, and
+/// readiness never depends on leadership.
+fn the_controllers_pass_between_replicas(cluster: &Cluster, dbward: &mut Dbward) {
+    let (a, b) = (dbward.replica("replica-a"), dbward.replica("replica-b"));
+    // replica-a was stopped with the webhook; it comes back as a follower.
+    dbward.start(a);
+    eventually("replica-a is ready while following", || {
+        (dbward.ready(a) && dbward.answers_reviews(a)).then_some(())
+    });
+    assert_eq!(dbward.lease_holder(cluster).as_deref(), Some("replica-b"));
+
+    // The leader dies without a word: the follower takes over once the lease expires.
+    let killed = std::time::Instant::now();
+    dbward.signal(b, "KILL");
+    eventually("replica-a holds the lease", || {
+        assert!(
+            dbward.answers_reviews(a),
+            "the follower answers reviews throughout"
+        );
+        (dbward.lease_holder(cluster).as_deref() == Some("replica-a")).then_some(())
+    });
+    eprintln!(
+        "e2e: leader killed; replica-a took over after {:.1} s (lease 15 s, retry 2 s)",
+        killed.elapsed().as_secs_f64()
+    );
+    let database = harness::manifest(
+        "Database",
+        "team-a",
+        "after-failover",
+        "project: platform\n  serviceName: shared-pg\n  databaseName: e2e_after_failover\n  deletionPolicy: Delete",
+    );
+    let out = cluster.apply_stdin(&database, &[]);
+    assert!(out.ok(), "{}", out.text());
+    eventually("the new leader reconciles", || {
+        cluster.ready("database", "team-a", "after-failover")
+    });
+    assert_eq!(
+        psql("SELECT count(*) FROM pg_database WHERE datname = 'e2e_after_failover'"),
+        "1"
+    );
+
+    // SIGTERM: the leader hands the lease back before it exits.
+    dbward.start(b);
+    eventually("replica-b is ready while following", || {
+        (dbward.ready(b) && dbward.answers_reviews(b)).then_some(())
+    });
+    let stopped = std::time::Instant::now();
+    dbward.signal(a, "TERM");
+    let exited = stopped.elapsed();
+    let out = cluster.kubectl(&[
+        "get",
+        "lease",
+        "-n",
+        "dbward-system",
+        "-o",
+        "jsonpath={.items[0].spec.holderIdentity}/{.items[0].spec.leaseDurationSeconds}",
+    ]);
+    assert!(
+        out.stdout == "/1" || out.stdout.starts_with("replica-b/"),
+        "the lease is released when the leader stops: {}",
+        out.text()
+    );
+    eventually("replica-b holds the lease", || {
+        assert!(
+            dbward.answers_reviews(b),
+            "the new leader answers reviews throughout"
+        );
+        (dbward.lease_holder(cluster).as_deref() == Some("replica-b")).then_some(())
+    });
+    eprintln!(
+        "e2e: leader stopped with SIGTERM in {:.1} s; replica-b took over after {:.1} s",
+        exited.as_secs_f64(),
+        stopped.elapsed().as_secs_f64()
+    );
+    let out = cluster.kubectl(&[
+        "delete",
+        "database",
+        "after-failover",
+        "-n",
+        "team-a",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    assert!(out.ok(), "{}", out.text());
+    assert_eq!(
+        psql("SELECT count(*) FROM pg_database WHERE datname = 'e2e_after_failover'"),
+        "0"
+    );
 }
 
 /// Deleting a DatabaseService that objects still use waits (`Ready=False`, `InUse`) until they
