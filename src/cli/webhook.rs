@@ -8,6 +8,7 @@ use crate::webhook::{self, WebhookArgs};
 use crate::webhook_config::{self, WebhookConfigArgs};
 
 pub fn run_webhook(args: WebhookArgs) -> ExitCode {
+    super::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

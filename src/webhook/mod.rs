@@ -572,13 +572,6 @@ pub async fn start_with(
 
 /// `dbward webhook`: serve until SIGTERM or Ctrl-C.
 pub async fn run_webhook(args: WebhookArgs) -> Result<(), WebhookError> {
-    let _ = tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
     let running = start(&args).await?;
     crate::runtime::shutdown_signal()
         .await
