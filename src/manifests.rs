@@ -258,8 +258,11 @@ fn push_objects(
     });
 }
 
-/// Split a YAML stream at `---` lines, keeping each document's first line number. Splitting
-/// before parsing lets an oversized document be refused without parsing it.
+/// Split a YAML stream at its document markers, keeping each document's first line number.
+/// Splitting before parsing lets an oversized document be refused without parsing it. YAML
+/// forbids `---` and `...` at the start of a line inside any scalar, so a marker at column 0
+/// always separates documents; what follows `---` on its line (`--- {kind: …}`, `--- |`) is the
+/// next document's first line.
 fn split_documents(text: &str) -> Vec<(usize, &str)> {
     let mut documents = Vec::new();
     let mut start = 0;
@@ -267,10 +270,19 @@ fn split_documents(text: &str) -> Vec<(usize, &str)> {
     let mut offset = 0;
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let bare = line.trim_end();
-        if bare == "---" || bare.starts_with("--- ") || bare == "..." {
+        let starts = bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t");
+        if starts || bare == "..." || bare.starts_with("... ") {
             documents.push((start_line, &text[start..offset]));
-            start = offset + line.len();
-            start_line = i + 2;
+            if starts && bare.len() > 3 {
+                // The rest of the marker's line, after its separating blanks, begins the new
+                // document.
+                let rest = &line[3..];
+                start = offset + 3 + (rest.len() - rest.trim_start_matches([' ', '\t']).len());
+                start_line = i + 1;
+            } else {
+                start = offset + line.len();
+                start_line = i + 2;
+            }
         }
         offset += line.len();
     }
@@ -305,6 +317,19 @@ mod tests {
             "{messages:?}"
         );
         assert!(messages[1].contains("no kind"), "{messages:?}");
+    }
+
+    #[test]
+    fn a_document_may_start_on_its_marker_line() {
+        let (m, e) = read(
+            "--- {apiVersion: dbward.dev/v1alpha1, kind: Database, metadata: {name: a}, spec: {project: \"b!\"}}\n--- # a comment\napiVersion: v1\nkind: B\n---\tkind: C\n  # nothing\n... \n",
+        );
+        let kinds: Vec<&str> = m.iter().map(Manifest::kind).collect();
+        assert_eq!(kinds, ["Database", "B"]);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].to_string().contains("C has no apiVersion"), "{e:?}");
+        assert_eq!(m[0].source.line, 1);
+        assert_eq!(m[1].source.line, 2);
     }
 
     #[test]

@@ -303,3 +303,22 @@ fn a_hostile_tenant_is_refused_without_leaking_the_connector() {
     let (_, stdout, _) = text(&dbward(&["validate", "-f", &fixture]));
     assert!(!stdout.contains("s3cret-never-printed"));
 }
+
+/// A document that starts on its `---` line is read, not skipped: PyYAML and kubectl read it as
+/// one object, so a pipeline must get its verdict.
+#[test]
+fn a_document_on_the_marker_line_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("inline.yaml");
+    std::fs::write(
+        &file,
+        "--- {apiVersion: dbward.dev/v1alpha1, kind: Database, metadata: {name: a, namespace: team-a}, spec: {project: \"b!\", serviceName: shared-pg}}\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = text(&dbward(&["validate", "-f", file.to_str().unwrap()]));
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.starts_with("database/a denied: spec.project"),
+        "{stdout}"
+    );
+}
