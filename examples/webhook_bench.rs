@@ -8,7 +8,11 @@
 //! - closed loop: N clients send as fast as they can; requests/s and p50/p99/p99.9, and
 //!   dbward's throughput as a ratio of the baseline's;
 //! - open loop: a fixed offered rate (an API server's, well below saturation); latency
-//!   percentiles measured from the moment each request was due.
+//!   percentiles measured from the moment each request was due (`start + i / rate`), so a
+//!   generator that falls behind does not hide the queueing (coordinated omission).
+//!
+//! The server logs one line per review at info, as `dbward webhook` does by default
+//! (`--no-log` turns that off).
 //!
 //! Server and load generator run on separate runtimes (two worker threads each by default, as
 //! `dbward webhook` has on this 2-core machine), as two processes would, and share the cores.
@@ -54,9 +58,11 @@ struct Args {
     /// Measured time of the open-loop run.
     #[arg(long, default_value = "10s", value_parser = webhook::parse_duration)]
     open_duration: Duration,
-    /// Log every request through a tracing subscriber (into a sink), as production does.
+    /// Run without the log subscriber. By default the server logs as `dbward webhook` does: an
+    /// info-level `tracing` subscriber formatting one line per review, written to `/dev/null`
+    /// (one write per line, as to the binary's stdout).
     #[arg(long)]
-    log: bool,
+    no_log: bool,
     /// Rounds of each review in the handler-work measurement.
     #[arg(long, default_value_t = 20_000)]
     rounds: u32,
@@ -313,8 +319,10 @@ async fn closed_loop(
     all
 }
 
-/// A fixed offered rate over a pool of keep-alive connections; each latency runs from the
-/// moment the request was dispatched, so waiting for a free connection counts.
+/// A fixed offered rate over a pool of keep-alive connections. Request `i` is due at
+/// `start + i / rate`, and its latency runs from that moment, not from when the generator got
+/// round to sending it: when the generator or the pool falls behind, the wait counts (no
+/// coordinated omission).
 async fn open_loop(
     client: &Client,
     rate: u32,
@@ -332,14 +340,13 @@ async fn open_loop(
     }
     let pool = Arc::new(tokio::sync::Mutex::new(pool));
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let total = (f64::from(rate) * duration.as_secs_f64()) as usize;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
     let started = Instant::now();
     let cpu_before = server_cpu();
     for i in 0..total {
-        ticker.tick().await;
-        let dispatched = Instant::now();
+        let due = started + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due.into()).await;
         let (path, body) = requests[i % requests.len()].clone();
         let path = route(path);
         let pool = pool.clone();
@@ -348,7 +355,7 @@ async fn open_loop(
         tokio::spawn(async move {
             let mut connection = pool.lock().await.recv().await.expect("pool");
             let ok = matches!(connection.post(path, body).await, Ok((200, _)));
-            let _ = done.send((dispatched.elapsed(), ok));
+            let _ = done.send((due.elapsed(), ok));
             let _ = give_back.send(connection).await;
         });
     }
@@ -414,9 +421,10 @@ fn handler_cost(snapshot: &dbward::webhook::SharedSnapshot, rounds: u32) {
 
 fn main() {
     let args = Args::parse();
-    if args.log {
+    if !args.no_log {
+        let null = std::fs::File::create("/dev/null").expect("/dev/null");
         tracing_subscriber::fmt()
-            .with_writer(std::io::sink)
+            .with_writer(std::sync::Mutex::new(null))
             .with_env_filter("info")
             .init();
     }
@@ -490,6 +498,14 @@ fn main() {
         requests.len(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         protocol,
+    );
+    println!(
+        "server logging: {}",
+        if args.no_log {
+            "off (--no-log)"
+        } else {
+            "info, one line per review to /dev/null (as dbward webhook logs by default)"
+        }
     );
     handler_cost(&shared_snapshot, args.rounds.max(1));
     if args.handler_only {
@@ -574,7 +590,8 @@ fn main() {
         }
         if args.rate > 0 {
             println!(
-                "\nopen loop, {} reviews/s offered for {:?} over 32 keep-alive connections",
+                "\nopen loop, {} reviews/s offered for {:?} over 32 keep-alive connections; \
+                 latency from the time each request was due",
                 args.rate, args.open_duration
             );
             println!(

@@ -1,5 +1,5 @@
-//! dbward's own CA against a real API server (`--self-managed-certs`): runs only when
-//! `KUBECONFIG` names a cluster, and otherwise says it skipped.
+//! dbward's own CA against a real API server (`--self-managed-certs`): runs against the cluster
+//! `KUBECONFIG` names, and fails without one unless `DBWARD_E2E=0` skips it.
 //!
 //! With webhook configurations applied without a CA bundle, a webhook started in self-managed
 //! mode creates the CA and serving certificate Secrets, writes the files and injects the bundle:
@@ -13,7 +13,7 @@
 mod webhook_support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -111,13 +111,9 @@ fn files_hold(dir: &Path, tls: &Secret) -> bool {
 
 #[tokio::test]
 async fn dbward_keeps_its_own_ca_and_certificates() {
-    let Some(kubeconfig) =
-        std::env::var_os("KUBECONFIG").filter(|p| std::path::Path::new(p).is_file())
-    else {
-        eprintln!("skipped: KUBECONFIG does not name a cluster");
+    let Some(kubeconfig) = webhook_support::live_kubeconfig() else {
         return;
     };
-    let kubeconfig = PathBuf::from(kubeconfig);
     // RUST_LOG=dbward=info shows what the webhooks did.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())

@@ -1,6 +1,6 @@
-//! The live snapshot against a real API server: runs only when `KUBECONFIG` names one (the
+//! The live snapshot against a real API server: runs against the one `KUBECONFIG` names (the
 //! control plane of `../shared/kube-apiserver/` in CI, kind or a real cluster for a user), and
-//! otherwise says it skipped. It installs the CRDs, starts the webhook with `--kubeconfig`,
+//! fails without one unless `DBWARD_E2E=0` skips it. It installs the CRDs, starts the webhook with `--kubeconfig`,
 //! waits for `/readyz`, and checks that a review follows the cluster: denied while the
 //! referenced DatabaseService is missing, allowed once it and its connector Secret exist.
 
@@ -18,13 +18,9 @@ use webhook_support::{
 
 #[tokio::test]
 async fn the_live_snapshot_follows_the_cluster() {
-    let Some(kubeconfig) =
-        std::env::var_os("KUBECONFIG").filter(|p| std::path::Path::new(p).is_file())
-    else {
-        eprintln!("skipped: KUBECONFIG does not name a cluster");
+    let Some(kubeconfig) = webhook_support::live_kubeconfig() else {
         return;
     };
-    let kubeconfig = std::path::PathBuf::from(kubeconfig);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let kube = dbward::webhook::live::client(Some(&kubeconfig))
         .await

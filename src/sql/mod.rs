@@ -11,7 +11,6 @@
 //! takes no parameters) a quoted literal, and passwords travel as SCRAM-SHA-256 verifiers
 //! (PostgreSQL) or `mysql_native_password` hashes (MySQL), never in clear text.
 
-pub mod bench;
 pub mod connector;
 pub mod mysql;
 pub mod ownership;

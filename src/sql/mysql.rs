@@ -246,6 +246,22 @@ impl MyServer {
         })
     }
 
+    /// Runs a read-only prepared query with bound `params` on `conn`.
+    async fn read_params_on(
+        &self,
+        conn: &mut Conn,
+        what: &str,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<Vec<Row>, Error> {
+        conn.exec::<Row, _, _>(sql, params).await.map_err(|e| {
+            self.classify(e, |source| Error::Observe {
+                what: what.to_owned(),
+                source,
+            })
+        })
+    }
+
     async fn version_on(&self, conn: &mut Conn) -> Result<String, Error> {
         let rows = self
             .read_on(conn, "server version", "SELECT VERSION()")
@@ -291,14 +307,21 @@ impl MyServer {
     ) -> Result<BTreeMap<String, DatabaseState>, Error> {
         let wanted: BTreeSet<&str> = names.iter().copied().collect();
         let what = "databases";
-        let rows = self
-            .read_on(
-                conn,
-                what,
-                "SELECT SCHEMA_NAME, DEFAULT_COLLATION_NAME, DEFAULT_CHARACTER_SET_NAME \
-                 FROM information_schema.SCHEMATA",
-            )
-            .await?;
+        // One lookup per name: an equality on SCHEMA_NAME lets the server open only that
+        // database's directory, where an IN list (or no WHERE) reads every schema's.
+        let mut rows = Vec::new();
+        for name in &wanted {
+            rows.extend(
+                self.read_params_on(
+                    conn,
+                    what,
+                    "SELECT SCHEMA_NAME, DEFAULT_COLLATION_NAME, DEFAULT_CHARACTER_SET_NAME \
+                     FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+                    vec![Value::from(*name)],
+                )
+                .await?,
+            );
+        }
         let mut out = BTreeMap::new();
         for row in rows {
             let name: String = col(&row, 0, what)?;
@@ -335,7 +358,7 @@ impl MyServer {
         let sql = format!(
             "SELECT name, namespace, kind, object_name, uid FROM `_dbward`.`owners` \
              WHERE object_type = ? AND name IN ({})",
-            vec!["?"; names.len()].join(", ")
+            placeholders(names.len())
         );
         let mut params = vec![Value::from(object_type.as_str())];
         params.extend(names.iter().map(|n| Value::from(n.as_bytes())));
@@ -534,27 +557,45 @@ impl MyServer {
         roles: &[(&str, Option<&str>)],
     ) -> Result<BTreeMap<String, RoleState>, Error> {
         let candidates: HashMap<&str, Option<&str>> = roles.iter().copied().collect();
+        if candidates.is_empty() {
+            return Ok(BTreeMap::new());
+        }
         let mariadb = self.is_mariadb_on(conn).await?;
         let what = "users";
+        // Only the accounts asked about, by primary key (Host, User).
+        let placeholders = placeholders(candidates.len());
         let (users_sql, members_sql) = if mariadb {
             (
-                "SELECT u.User, u.plugin, u.authentication_string, u.Super_priv, u.Create_priv, \
-                        u.Create_user_priv, u.Repl_slave_priv, \
-                        COALESCE(JSON_VALUE(g.Priv, '$.account_locked'), 'false') \
-                   FROM mysql.user u \
-                   JOIN mysql.global_priv g ON g.Host = u.Host AND g.User = u.User \
-                  WHERE u.Host = '%' AND u.is_role <> 'Y'",
-                "SELECT User, Role FROM mysql.roles_mapping WHERE Host = '%'",
+                format!(
+                    "SELECT u.User, u.plugin, u.authentication_string, u.Super_priv, \
+                            u.Create_priv, u.Create_user_priv, u.Repl_slave_priv, \
+                            COALESCE(JSON_VALUE(g.Priv, '$.account_locked'), 'false') \
+                       FROM mysql.user u \
+                       JOIN mysql.global_priv g ON g.Host = u.Host AND g.User = u.User \
+                      WHERE u.Host = '%' AND u.User IN ({placeholders}) AND u.is_role <> 'Y'"
+                ),
+                format!(
+                    "SELECT User, Role FROM mysql.roles_mapping \
+                      WHERE Host = '%' AND User IN ({placeholders})"
+                ),
             )
         } else {
             (
-                "SELECT User, plugin, authentication_string, Super_priv, Create_priv, \
-                        Create_user_priv, Repl_slave_priv, account_locked \
-                   FROM mysql.user WHERE Host = '%'",
-                "SELECT TO_USER, FROM_USER FROM mysql.role_edges WHERE TO_HOST = '%'",
+                format!(
+                    "SELECT User, plugin, authentication_string, Super_priv, Create_priv, \
+                            Create_user_priv, Repl_slave_priv, account_locked \
+                       FROM mysql.user WHERE Host = '%' AND User IN ({placeholders})"
+                ),
+                format!(
+                    "SELECT TO_USER, FROM_USER FROM mysql.role_edges \
+                      WHERE TO_HOST = '%' AND TO_USER IN ({placeholders})"
+                ),
             )
         };
-        let rows = self.read_on(conn, what, users_sql).await?;
+        let names: Vec<Value> = candidates.keys().map(|n| Value::from(*n)).collect();
+        let rows = self
+            .read_params_on(conn, what, &users_sql, names.clone())
+            .await?;
         let mut out = BTreeMap::new();
         for row in rows {
             let name: String = col(&row, 0, what)?;
@@ -599,7 +640,10 @@ impl MyServer {
                 },
             );
         }
-        for row in self.read_on(conn, "role memberships", members_sql).await? {
+        for row in self
+            .read_params_on(conn, "role memberships", &members_sql, names)
+            .await?
+        {
             let user: String = col(&row, 0, what)?;
             let role: String = col(&row, 1, what)?;
             if let Some(state) = out.get_mut(&user) {
@@ -629,10 +673,19 @@ impl MyServer {
         }
         let what = "privileges";
         let wanted: BTreeSet<&str> = roles.iter().copied().collect();
-        let rows = retry_once!(self, conn => {
-            self.read_on(&mut conn, what, "SELECT * FROM mysql.db WHERE Host = '%'")
-                .await
-        })?;
+        let rows = if wanted.is_empty() {
+            Vec::new()
+        } else {
+            // Only the rows of the accounts asked about (mysql.db's key is Host, Db, User).
+            let sql = format!(
+                "SELECT * FROM mysql.db WHERE Host = '%' AND User IN ({})",
+                placeholders(wanted.len())
+            );
+            let names: Vec<Value> = wanted.iter().map(|n| Value::from(*n)).collect();
+            retry_once!(self, conn => {
+                self.read_params_on(&mut conn, what, &sql, names.clone()).await
+            })?
+        };
         let mut out: PrivilegeMap = BTreeMap::new();
         for row in rows {
             let columns: HashMap<String, usize> = row
@@ -950,6 +1003,11 @@ impl MyServer {
 }
 
 /// [`OWNER_UPSERT`] with quoted literals, for scripts.
+/// `?, ?, …`: `n` placeholders for an `IN` list.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
 fn owner_upsert_literal(object_type: ObjectType, name: &str, marker: &OwnerMarker) -> String {
     format!(
         "INSERT INTO `_dbward`.`owners` (object_type, name, namespace, kind, object_name, uid) \

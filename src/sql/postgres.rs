@@ -367,7 +367,7 @@ impl PgServer {
                 "SELECT datname::text, pg_catalog.pg_get_userbyid(datdba)::text, \
                  datcollate::text, datctype::text, \
                  pg_catalog.shobj_description(oid, 'pg_database') \
-                 FROM pg_catalog.pg_database WHERE datname::text = ANY($1::text[])",
+                 FROM pg_catalog.pg_database WHERE datname = ANY($1::text[]::name[])",
                 &[&names],
             )
             .await?;
@@ -412,7 +412,7 @@ impl PgServer {
         let with_passwords = format!(
             "SELECT {COLUMNS}, a.rolpassword FROM pg_catalog.pg_roles r \
              LEFT JOIN pg_catalog.pg_authid a ON a.oid = r.oid \
-             WHERE r.rolname::text = ANY($1::text[])"
+             WHERE r.rolname = ANY($1::text[]::name[])"
         );
         let (rows, readable) = match self
             .read(MAINTENANCE_DATABASE, "roles", &with_passwords, &[&names])
@@ -422,7 +422,7 @@ impl PgServer {
             Err(Error::Observe { source, .. }) if is_permission_denied(&*source) => {
                 let without = format!(
                     "SELECT {COLUMNS}, NULL::text FROM pg_catalog.pg_roles r \
-                     WHERE r.rolname::text = ANY($1::text[])"
+                     WHERE r.rolname = ANY($1::text[]::name[])"
                 );
                 let rows = self
                     .read(MAINTENANCE_DATABASE, "roles", &without, &[&names])
@@ -501,13 +501,50 @@ impl PgServer {
             check_pg_name("database", db)?;
         }
         let what = "privileges";
+        // Where the roles hold anything: objects inside a database (`pg_shdepend.dbid`), and
+        // grants on a database itself (shared dependencies of `pg_database` entries). Both
+        // are index lookups on the roles asked about, whatever else the server holds.
+        let rows = self
+            .read(
+                MAINTENANCE_DATABASE,
+                what,
+                "SELECT r.rolname::text, d.datname::text, NULL::text \
+                   FROM pg_catalog.pg_roles r \
+                   JOIN pg_catalog.pg_shdepend s \
+                     ON s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = r.oid \
+                   JOIN pg_catalog.pg_database d ON d.oid = s.dbid \
+                  WHERE r.rolname = ANY($1::text[]::name[]) \
+                 UNION ALL \
+                 SELECT r.rolname::text, d.datname::text, a.privilege_type \
+                   FROM pg_catalog.pg_roles r \
+                   JOIN pg_catalog.pg_shdepend s \
+                     ON s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = r.oid \
+                    AND s.classid = 'pg_catalog.pg_database'::regclass AND s.deptype = 'a' \
+                   JOIN pg_catalog.pg_database d ON d.oid = s.objid \
+                  CROSS JOIN LATERAL pg_catalog.aclexplode(d.datacl) a \
+                  WHERE r.rolname = ANY($1::text[]::name[]) AND a.grantee = r.oid \
+                    AND a.grantee <> d.datdba",
+                &[&roles],
+            )
+            .await?;
+        let mut held = Vec::new();
+        let mut names: BTreeSet<&str> = databases.iter().copied().collect();
+        for row in &rows {
+            let role: String = row.try_get(0).map_err(|e| observe_err(what, e))?;
+            let db: String = row.try_get(1).map_err(|e| observe_err(what, e))?;
+            let privilege: Option<String> = row.try_get(2).map_err(|e| observe_err(what, e))?;
+            held.push((role, db, privilege));
+        }
+        names.extend(held.iter().map(|(_, db, _)| db.as_str()));
+        let names: Vec<&str> = names.into_iter().collect();
         let dbs = self
             .read(
                 MAINTENANCE_DATABASE,
                 what,
                 "SELECT datname::text, pg_catalog.pg_get_userbyid(datdba)::text \
-                 FROM pg_catalog.pg_database WHERE datallowconn",
-                &[],
+                 FROM pg_catalog.pg_database \
+                 WHERE datallowconn AND datname = ANY($1::text[]::name[])",
+                &[&names],
             )
             .await?;
         let mut owners: BTreeMap<String, String> = BTreeMap::new();
@@ -521,7 +558,7 @@ impl PgServer {
             .read(
                 MAINTENANCE_DATABASE,
                 what,
-                "SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname::text = ANY($1::text[])",
+                "SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname = ANY($1::text[]::name[])",
                 &[&roles],
             )
             .await?
@@ -540,29 +577,7 @@ impl PgServer {
                     .extend(existing.iter().cloned());
             }
         }
-        let rows = self
-            .read(
-                MAINTENANCE_DATABASE,
-                what,
-                "SELECT r.rolname::text, d.datname::text, NULL::text \
-                   FROM pg_catalog.pg_shdepend s \
-                   JOIN pg_catalog.pg_roles r \
-                     ON s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = r.oid \
-                   JOIN pg_catalog.pg_database d ON d.oid = s.dbid \
-                  WHERE r.rolname::text = ANY($1::text[]) \
-                 UNION ALL \
-                 SELECT r.rolname::text, d.datname::text, a.privilege_type \
-                   FROM pg_catalog.pg_database d \
-                  CROSS JOIN LATERAL pg_catalog.aclexplode(d.datacl) a \
-                   JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
-                  WHERE r.rolname::text = ANY($1::text[]) AND a.grantee <> d.datdba",
-                &[&roles],
-            )
-            .await?;
-        for row in rows {
-            let role: String = row.try_get(0).map_err(|e| observe_err(what, e))?;
-            let db: String = row.try_get(1).map_err(|e| observe_err(what, e))?;
-            let privilege: Option<String> = row.try_get(2).map_err(|e| observe_err(what, e))?;
+        for (role, db, privilege) in held {
             if !owners.contains_key(&db) {
                 continue;
             }
@@ -621,7 +636,7 @@ impl PgServer {
                FROM pg_catalog.pg_namespace n \
               CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) a \
                JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
-              WHERE n.nspname = 'public' AND r.rolname::text = ANY($1::text[]) \
+              WHERE n.nspname = 'public' AND r.rolname = ANY($1::text[]::name[]) \
                 AND a.grantee <> n.nspowner \
              UNION ALL \
              SELECT r.rolname::text, CASE WHEN c.relkind = 'S' THEN 'sequences' ELSE 'tables' END, \
@@ -630,7 +645,7 @@ impl PgServer {
                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public' \
               CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a \
                JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
-              WHERE c.relkind IN {RELKINDS} AND r.rolname::text = ANY($1::text[]) \
+              WHERE c.relkind IN {RELKINDS} AND r.rolname = ANY($1::text[]::name[]) \
                 AND a.grantee <> c.relowner \
               GROUP BY 1, 2, 3 \
              UNION ALL \
@@ -639,7 +654,7 @@ impl PgServer {
                FROM pg_catalog.pg_roles r \
               CROSS JOIN pg_catalog.pg_class c \
                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public' \
-              WHERE c.relkind IN {RELKINDS} AND r.rolname::text = ANY($1::text[]) \
+              WHERE c.relkind IN {RELKINDS} AND r.rolname = ANY($1::text[]::name[]) \
                 AND c.relowner <> r.oid \
               GROUP BY 1, 2 \
              UNION ALL \
@@ -650,7 +665,7 @@ impl PgServer {
                JOIN pg_catalog.pg_namespace n ON n.oid = d.defaclnamespace AND n.nspname = 'public' \
               CROSS JOIN LATERAL pg_catalog.aclexplode(d.defaclacl) a \
                JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
-              WHERE d.defaclobjtype IN ('r', 'S') AND r.rolname::text = ANY($1::text[]) \
+              WHERE d.defaclobjtype IN ('r', 'S') AND r.rolname = ANY($1::text[]::name[]) \
                 AND a.grantee <> d.defaclrole \
                 AND d.defaclrole = (SELECT datdba FROM pg_catalog.pg_database \
                                      WHERE datname = current_database())"
@@ -979,8 +994,8 @@ impl PgServer {
                    JOIN pg_catalog.pg_shdepend s \
                      ON s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = r.oid \
                    LEFT JOIN pg_catalog.pg_database d ON d.oid = s.dbid \
-                  WHERE r.rolname::text = $1 \
-                 UNION ALL SELECT '#exists' FROM pg_catalog.pg_roles WHERE rolname::text = $1",
+                  WHERE r.rolname = $1::text::name \
+                 UNION ALL SELECT '#exists' FROM pg_catalog.pg_roles WHERE rolname = $1::text::name",
                 &[&name],
             )
             .await?;
