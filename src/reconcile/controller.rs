@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::Action as Requeue;
+use kube::runtime::controller::{self, Action as Requeue};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -52,6 +52,8 @@ pub const RESYNC: Duration = Duration::from_secs(600);
 pub const BACKOFF_MIN: Duration = Duration::from_secs(5);
 /// See [`BACKOFF_MIN`].
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Reconciles of one kind that run at the same time.
+pub const RECONCILE_CONCURRENCY: u16 = 8;
 /// The retry interval of failures whose fix lies outside the object.
 pub const SLOW_RETRY: Duration = Duration::from_secs(300);
 
@@ -599,13 +601,22 @@ pub async fn run_controllers(
     let (databases, databases_cache) = cached::<Database>(&client, &synced);
     let (users, users_cache) = cached::<ServiceUser>(&client, &synced);
     let (claims, claims_cache) = cached::<DatabaseClaim>(&client, &synced);
-    let services = Controller::for_stream(services, services_cache).graceful_shutdown_on(stopped());
-    let databases =
-        Controller::for_stream(databases, databases_cache).graceful_shutdown_on(stopped());
+    // At most this many reconciles of one kind at a time: a restart queues every object at
+    // once, and unbounded, their connections, buffers and concurrent GRANTs on one database
+    // (PostgreSQL's "tuple concurrently updated") all pile up together.
+    let limits = || controller::Config::default().concurrency(RECONCILE_CONCURRENCY);
+    let services = Controller::for_stream(services, services_cache)
+        .with_config(limits())
+        .graceful_shutdown_on(stopped());
+    let databases = Controller::for_stream(databases, databases_cache)
+        .with_config(limits())
+        .graceful_shutdown_on(stopped());
     let users = Controller::for_stream(users, users_cache)
+        .with_config(limits())
         .owns_stream(owned_secrets())
         .graceful_shutdown_on(stopped());
     let claims = Controller::for_stream(claims, claims_cache)
+        .with_config(limits())
         .owns_stream(owned_secrets())
         .graceful_shutdown_on(stopped());
 

@@ -2,9 +2,10 @@
 //!
 //! Runs against whatever cluster `KUBECONFIG` names (the loopback control plane of
 //! `../shared/kube-apiserver/` in CI, kind or a real cluster for a user); without one it fails,
-//! unless `DBWARD_E2E=0` skips it. It installs `crds/`, runs `dbward webhook` and
-//! `dbward controller` as processes on this host, registers the webhook by URL, and drives
-//! everything with real kubectl (`$KUBECTL`, else the one `../shared/kube-apiserver/build.sh` caches, else `kubectl`).
+//! unless `DBWARD_E2E=0` skips it. It applies the rendered chart (`scripts/chart-render`), runs
+//! two `dbward run` replicas as processes on this host with the chart's arguments and its
+//! ServiceAccount's token, the webhook registered by URL, and drives everything with real
+//! kubectl (`$KUBECTL`, else the one `../shared/kube-apiserver/build.sh` caches, else `kubectl`).
 //! The services are this machine's PostgreSQL (127.0.0.1:5432) and MariaDB (127.0.0.1:3306).
 //!
 //! One test, in steps, because the steps share one cluster and build on each other.
