@@ -84,8 +84,8 @@ pub fn connection_secret(
     target.build(&values, owner)
 }
 
-/// Everything the plan aims for.
-#[derive(Debug, Clone)]
+/// Everything the plan aims for (its `Debug` hides the Secret's values).
+#[derive(Clone)]
 pub struct Desired {
     /// The user: login, no other flag.
     pub role: RoleSpec,
@@ -96,6 +96,17 @@ pub struct Desired {
     pub privileges: Vec<PrivilegeSpec>,
     /// The connection Secret, `None` when disabled.
     pub secret: Option<Secret>,
+}
+
+impl std::fmt::Debug for Desired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Desired")
+            .field("role", &self.role)
+            .field("database", &self.database)
+            .field("privileges", &self.privileges)
+            .field("secret", &self.secret.as_ref().map(super::secret::Redacted))
+            .finish()
+    }
 }
 
 /// The desired user, database and privileges for `names` on `engine`, both marked as the

@@ -235,8 +235,8 @@ pub enum Retry {
     OnChange,
 }
 
-/// One step of a plan.
-#[derive(Debug, Clone, PartialEq)]
+/// One step of a plan. Its `Debug` shows a Secret's keys, never its values.
+#[derive(Clone, PartialEq)]
 pub enum Action {
     /// A SQL change on the object's server.
     Sql(SqlAction),
@@ -249,6 +249,23 @@ pub enum Action {
         /// Name.
         name: String,
     },
+}
+
+impl fmt::Debug for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Sql(sql) => f.debug_tuple("Sql").field(sql).finish(),
+            Action::ApplySecret(secret) => f
+                .debug_tuple("ApplySecret")
+                .field(&secret::Redacted(secret))
+                .finish(),
+            Action::DeleteSecret { namespace, name } => f
+                .debug_struct("DeleteSecret")
+                .field("namespace", namespace)
+                .field("name", name)
+                .finish(),
+        }
+    }
 }
 
 impl fmt::Display for Action {

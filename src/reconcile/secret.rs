@@ -126,6 +126,42 @@ impl Target {
     }
 }
 
+/// A Secret for `Debug` output: its name, labels, annotations, owners and keys, never its values
+/// (a failing `assert_eq!` or a `{:?}` in a log must not print a password).
+pub struct Redacted<'a>(pub &'a Secret);
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let meta = &self.0.metadata;
+        fn keys<'k>(data: impl IntoIterator<Item = &'k String>) -> BTreeMap<&'k str, &'static str> {
+            data.into_iter()
+                .map(|k| (k.as_str(), "<redacted>"))
+                .collect()
+        }
+        f.debug_struct("Secret")
+            .field("namespace", &meta.namespace)
+            .field("name", &meta.name)
+            .field("labels", &meta.labels)
+            .field("annotations", &meta.annotations)
+            .field(
+                "owners",
+                &meta
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .map(|o| (&o.kind, &o.name, &o.uid))
+                    .collect::<Vec<_>>(),
+            )
+            .field("type", &self.0.type_)
+            .field("data", &keys(self.0.data.iter().flat_map(|d| d.keys())))
+            .field(
+                "stringData",
+                &keys(self.0.string_data.iter().flat_map(|d| d.keys())),
+            )
+            .finish()
+    }
+}
+
 /// Whether `existing` already holds everything `desired` sets: the same data (exactly the same
 /// keys), its labels, annotations and owner references. Other labels and annotations (set by
 /// someone else) do not count as a difference.
@@ -233,6 +269,21 @@ mod tests {
         let mut v6 = info(Engine::Mysql);
         v6.host = "::1".into();
         assert_eq!(database_uri(&v6, "u", "p", "d"), "mysql://u:p@[::1]:5432/d");
+    }
+
+    #[test]
+    fn debug_output_never_shows_secret_values() {
+        let target = Target::resolve(&SecretTarget::default(), "ns", "obj", "X_").unwrap();
+        let secret = target.build(&[("PASSWORD", "hunter2-Pw".into())], None);
+        let shown = format!("{:?}", Redacted(&secret));
+        assert!(
+            shown.contains("X_PASSWORD") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+        // The bytes as numbers would be as bad as the text.
+        let bytes = format!("{:?}", b"hunter2-Pw");
+        assert!(!shown.contains(&bytes[1..12]), "{shown}");
     }
 
     #[test]

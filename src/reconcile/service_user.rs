@@ -21,7 +21,7 @@ use crate::sql::{
 
 use super::context::ServiceHandle;
 use super::guard::{self, Wanted};
-use super::secret::{self, Target};
+use super::secret::{self, Redacted, Target};
 use super::{Action, Applied, Cluster, Context, Error, Pinned, Prepared, act, sql_engine};
 
 /// The role's name on the server: the one pinned in `status`, else `spec.username`, default
@@ -137,8 +137,8 @@ pub fn uri_database(user: &ServiceUser, engine: Engine) -> String {
         })
 }
 
-/// Everything the plan compares against.
-#[derive(Debug, Clone, Default)]
+/// Everything the plan compares against (its `Debug` hides the Secret's values).
+#[derive(Clone, Default)]
 pub struct Observed {
     /// The role, `None` when missing.
     pub role: Option<RoleState>,
@@ -152,8 +152,8 @@ pub struct Observed {
     pub databases: BTreeMap<String, sql::DatabaseState>,
 }
 
-/// Everything the plan aims for.
-#[derive(Debug, Clone)]
+/// Everything the plan aims for (its `Debug` hides the Secret's values).
+#[derive(Clone)]
 pub struct Desired {
     /// The role, with the password to hold (`None`: leave it alone).
     pub role: RoleSpec,
@@ -161,6 +161,28 @@ pub struct Desired {
     pub privileges: Vec<PrivilegeSpec>,
     /// The credentials Secret, `None` when disabled.
     pub secret: Option<Secret>,
+}
+
+impl std::fmt::Debug for Observed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observed")
+            .field("role", &self.role)
+            .field("privileges", &self.privileges)
+            .field("secret", &self.secret.as_ref().map(Redacted))
+            .field("groups", &self.groups)
+            .field("databases", &self.databases)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Desired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Desired")
+            .field("role", &self.role)
+            .field("privileges", &self.privileges)
+            .field("secret", &self.secret.as_ref().map(Redacted))
+            .finish()
+    }
 }
 
 /// Pure: role, then privileges, then the Secret (applied only when it differs).
