@@ -11,7 +11,6 @@ pub mod plan;
 pub mod self_managed;
 
 use std::fs;
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -289,25 +288,12 @@ pub fn write_bundle(bundle: &CertBundle, dir: &Path) -> Result<(), CertsError> {
 }
 
 pub(crate) fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), CertsError> {
-    let error = |source| CertsError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    // Next to the target, so the rename stays on one file system and is atomic.
-    let tmp = path.with_extension("tmp");
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    let mut file = options.open(&tmp).map_err(error)?;
-    file.write_all(contents.as_bytes()).map_err(error)?;
-    file.sync_all().map_err(error)?;
-    fs::rename(&tmp, path).map_err(error)
+    crate::private_file::write(path, contents.as_bytes(), private).map_err(|source| {
+        CertsError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 /// `dbward certs`: generate and write the bundle, then say what was written.

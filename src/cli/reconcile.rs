@@ -249,19 +249,11 @@ fn write_secrets(dir: &Path, secrets: &[Secret]) -> Result<(), String> {
     for secret in secrets {
         let path = dir.join(local::file_name(secret));
         let yaml = local::to_yaml(secret).map_err(|e| format!("{}: {e}", path.display()))?;
-        write_private(&path, &yaml).map_err(|e| format!("{}: {e}", path.display()))?;
+        crate::private_file::write(&path, yaml.as_bytes(), true)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
-}
-
-/// Writes a file only its owner may read (it holds passwords).
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(text.as_bytes())
 }
 
 fn print_secrets(out: &mut impl Write, secrets: &[Secret]) -> Result<(), String> {
