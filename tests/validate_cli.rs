@@ -322,3 +322,21 @@ fn a_document_on_the_marker_line_is_checked() {
         "{stdout}"
     );
 }
+
+/// A file whose objects are all of other kinds is named in a warning: nothing in it was checked.
+#[test]
+fn a_file_without_dbward_objects_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("typo.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: dbward.io/v1alpha1\nkind: Database\nmetadata: {name: a, namespace: team-a}\nspec: {project: \"b!\"}\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = text(&dbward(&["validate", "-f", file.to_str().unwrap()]));
+    assert_eq!((code, stdout.as_str()), (0, ""), "{stderr}");
+    assert!(
+        stderr.contains("typo.yaml: 1 object(s), none of a dbward kind"),
+        "{stderr}"
+    );
+}

@@ -95,6 +95,9 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
     for error in &read_errors {
         eprintln!("error: {error}");
     }
+    for warning in files_without_dbward_objects(&inputs) {
+        eprintln!("warning: {warning}");
+    }
 
     let reports = validate(&inputs, &old, policy_objects.first(), &args.namespace);
     let stdout = std::io::stdout();
@@ -156,6 +159,37 @@ pub fn validate(
                 .get(&(m.kind(), m.namespace(), m.name()))
                 .map(|o| &o.object);
             check_one(m, previous, &snapshot)
+        })
+        .collect()
+}
+
+/// Pure: a line for each input file whose objects are all of other kinds (nothing in it was
+/// checked: a mistyped `apiVersion` or the wrong file, most likely).
+pub fn files_without_dbward_objects(inputs: &[Manifest]) -> Vec<String> {
+    let mut files: Vec<(&str, usize, bool)> = Vec::new();
+    for manifest in inputs {
+        let ours = manifest
+            .api_version()
+            .starts_with(&format!("{}/", api::GROUP));
+        match files
+            .iter_mut()
+            .find(|(file, ..)| *file == manifest.source.file)
+        {
+            Some((_, count, any)) => {
+                *count += 1;
+                *any |= ours;
+            }
+            None => files.push((&manifest.source.file, 1, ours)),
+        }
+    }
+    files
+        .into_iter()
+        .filter(|(_, _, any)| !any)
+        .map(|(file, count, _)| {
+            format!(
+                "{file}: {count} object(s), none of a dbward kind (apiVersion {}/…): nothing in it was checked",
+                api::GROUP
+            )
         })
         .collect()
 }
