@@ -611,6 +611,13 @@ fn database_owners_are_listed_users() {
         ),
         r#"spec.databases[foo]: Invalid value: "bob": the owner must be one of spec.users: "foo_user", "zalando""#,
     );
+    // With no users at all the message still reads as a sentence and says what to do.
+    let mut no_users = with(&pg_cluster(), "/spec/databases", json!({"foo": "nobody"}));
+    no_users["spec"]["users"] = json!({});
+    denied(
+        &create(&no_users, &cluster()),
+        r#"spec.databases[foo]: Invalid value: "nobody": the owner must be a user of spec.users, and spec.users is empty: add the owner there"#,
+    );
 }
 
 // ---- PostgresCluster -------------------------------------------------------------------------

@@ -146,11 +146,11 @@ pub(crate) fn validate(
         }
         if !spec.users.contains_key(owner) {
             let users: Vec<&str> = spec.users.keys().map(String::as_str).collect();
-            let accepted = if users.is_empty() {
-                "spec.users is empty".to_string()
+            let message = if users.is_empty() {
+                "the owner must be a user of spec.users, and spec.users is empty: add the owner there".to_string()
             } else {
                 format!(
-                    "one of spec.users: {}",
+                    "the owner must be one of spec.users: {}",
                     users
                         .iter()
                         .map(|u| format!("{u:?}"))
@@ -160,11 +160,7 @@ pub(crate) fn validate(
             };
             checker.report(
                 Rule::DatabaseOwner,
-                FieldError::invalid(
-                    &field,
-                    owner.as_str(),
-                    format!("the owner must be {accepted}"),
-                ),
+                FieldError::invalid(&field, owner.as_str(), message),
             );
         }
     }
