@@ -145,10 +145,9 @@ pub fn decide(
             holder: holder.clone(),
         };
     }
-    let seconds = i32::try_from(lease_duration.as_secs()).unwrap_or(i32::MAX);
     Decision::Write(Record {
         holder: Some(identity.to_owned()),
-        lease_duration_seconds: seconds,
+        lease_duration_seconds: whole_seconds(lease_duration),
         acquire_time: if ours {
             current.acquire_time
         } else {
@@ -161,6 +160,11 @@ pub fn decide(
             current.transitions + 1
         },
     })
+}
+
+/// The Lease's `leaseDurationSeconds` for `duration`.
+fn whole_seconds(duration: Duration) -> i32 {
+    i32::try_from(duration.as_secs()).unwrap_or(i32::MAX)
 }
 
 /// Why an attempt did not make us the holder.
@@ -229,21 +233,13 @@ impl Elector {
             .await
             .map_err(self.api_error("get"))?
         else {
-            let free = Record {
-                holder: None,
-                lease_duration_seconds: 0,
-                acquire_time: None,
-                renew_time: None,
+            // A new lease starts at zero transitions, as client-go's.
+            let record = Record {
+                holder: Some(self.identity.clone()),
+                lease_duration_seconds: whole_seconds(self.lease_duration),
+                acquire_time: Some(now),
+                renew_time: Some(now),
                 transitions: 0,
-            };
-            let Decision::Write(record) = decide(
-                &self.identity,
-                &free,
-                Duration::ZERO,
-                self.lease_duration,
-                now,
-            ) else {
-                unreachable!("a free lease is always taken");
             };
             let lease = Lease {
                 metadata: ObjectMeta {
