@@ -47,6 +47,13 @@ impl Manifest {
             .unwrap_or_default()
     }
 
+    /// Whether it is one of dbward's kinds (API group `dbward.dev`).
+    pub fn is_dbward(&self) -> bool {
+        self.api_version()
+            .strip_prefix(crate::api::GROUP)
+            .is_some_and(|rest| rest.starts_with('/'))
+    }
+
     pub fn api_version(&self) -> &str {
         self.object
             .get("apiVersion")

@@ -35,20 +35,7 @@ pub fn run(args: &ControllerArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let config = match &args.kubeconfig {
-            Some(path) => {
-                let options = kube::config::KubeConfigOptions::default();
-                match kube::config::Kubeconfig::read_from(path) {
-                    Ok(kc) => kube::Config::from_custom_kubeconfig(kc, &options)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-            None => kube::Config::infer().await.map_err(|e| e.to_string()),
-        };
-        let client = match config.and_then(|c| kube::Client::try_from(c).map_err(|e| e.to_string()))
-        {
+        let client = match crate::webhook::live::client(args.kubeconfig.as_deref()).await {
             Ok(client) => client,
             Err(e) => {
                 eprintln!("error: cannot configure the Kubernetes client: {e}");

@@ -79,9 +79,7 @@ async fn run_local(args: &ReconcileArgs) -> ExitCode {
 
     // Admission, exactly as `dbward validate` reports it.
     let reports = validate::validate(&inputs, &[], None, &args.namespace);
-    let dbward_objects = inputs
-        .iter()
-        .filter(|m| m.api_version().starts_with(&format!("{}/", api::GROUP)));
+    let dbward_objects = inputs.iter().filter(|m| m.is_dbward());
     let mut admitted: Vec<(Manifest, Value)> = Vec::new();
     for (manifest, report) in dbward_objects.zip(&reports) {
         if !report.allowed {

@@ -153,7 +153,7 @@ pub fn validate(
 
     inputs
         .iter()
-        .filter(|m| m.api_version().starts_with(&format!("{}/", api::GROUP)))
+        .filter(|m| m.is_dbward())
         .map(|m| {
             let previous = old_by_key
                 .get(&(m.kind(), m.namespace(), m.name()))
@@ -168,9 +168,7 @@ pub fn validate(
 pub fn files_without_dbward_objects(inputs: &[Manifest]) -> Vec<String> {
     let mut files: Vec<(&str, usize, bool)> = Vec::new();
     for manifest in inputs {
-        let ours = manifest
-            .api_version()
-            .starts_with(&format!("{}/", api::GROUP));
+        let ours = manifest.is_dbward();
         match files
             .iter_mut()
             .find(|(file, ..)| *file == manifest.source.file)

@@ -142,11 +142,17 @@ pub fn backoff_delay(failures: u32, jitter: f64) -> Duration {
 }
 
 fn jitter() -> f64 {
+    0.5 + random_fraction()
+}
+
+/// A random number in 0.0–1.0 (0.5 when the operating system gives no randomness), for
+/// spreading retries.
+pub fn random_fraction() -> f64 {
     let mut b = [0u8; 2];
     if getrandom::fill(&mut b).is_err() {
-        return 1.0;
+        return 0.5;
     }
-    0.5 + f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
+    f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
 }
 
 /// Reconcile counters, by kind and outcome.

@@ -172,7 +172,9 @@ async fn campaign(
             _ = shutting_down.wait_for(|s| *s) => return false,
             () = tokio::time::sleep(wait) => {}
         }
-        wait = timing.retry_period.mul_f64(1.0 + 1.2 * jitter());
+        wait = timing
+            .retry_period
+            .mul_f64(1.0 + 1.2 * controller::random_fraction());
         match elector.try_acquire_or_renew(timing.renew_deadline).await {
             Ok(()) => return true,
             Err(LeaseError::HeldBy { holder }) => {
@@ -220,15 +222,6 @@ async fn hold(
             }
         }
     }
-}
-
-/// 0.0–1.0, for spreading candidates' attempts.
-fn jitter() -> f64 {
-    let mut b = [0u8; 2];
-    if getrandom::fill(&mut b).is_err() {
-        return 0.5;
-    }
-    f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
