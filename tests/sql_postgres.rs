@@ -841,37 +841,51 @@ async fn scripts_carry_the_markers() {
     assert_eq!(lines[6], format!("COMMENT ON ROLE \"app\" IS {literal};"));
 }
 
-/// Holds a lock that blocks every comment write, waits until a dbward statement mentioning
-/// `name` waits on it, cancels that statement, then releases the lock.
-async fn cancel_comment_on(name: &str) {
-    let locker = pg_raw(5432, "postgres").await;
-    let watcher = pg_raw(5432, "postgres").await;
-    // SHARE blocks COMMENT (ROW EXCLUSIVE) but not reads of comments.
-    locker
-        .batch_execute("BEGIN; LOCK TABLE pg_catalog.pg_shdescription IN SHARE MODE")
-        .await
-        .unwrap();
-    loop {
-        let rows = watcher
-            .query(
-                "SELECT pid FROM pg_stat_activity \
-                 WHERE application_name = 'dbward' AND wait_event_type = 'Lock' \
-                   AND query LIKE '%COMMENT ON%' AND strpos(query, $1) > 0",
-                &[&name],
-            )
+/// A lock that blocks every comment write, held from the moment this returns (taken before
+/// the statement under test starts, so that statement can never slip through ahead of it).
+struct CommentLock {
+    locker: tokio_postgres::Client,
+    watcher: tokio_postgres::Client,
+}
+
+impl CommentLock {
+    async fn hold() -> Self {
+        let locker = pg_raw(5432, "postgres").await;
+        let watcher = pg_raw(5432, "postgres").await;
+        // SHARE blocks COMMENT (ROW EXCLUSIVE) but not reads of comments.
+        locker
+            .batch_execute("BEGIN; LOCK TABLE pg_catalog.pg_shdescription IN SHARE MODE")
             .await
             .unwrap();
-        if let Some(row) = rows.first() {
-            let pid: i32 = row.get(0);
-            watcher
-                .execute("SELECT pg_cancel_backend($1)", &[&pid])
+        Self { locker, watcher }
+    }
+
+    /// Waits until a dbward statement mentioning `name` waits on the lock, cancels that
+    /// statement, then releases the lock.
+    async fn cancel_comment_on(self, name: &str) {
+        loop {
+            let rows = self
+                .watcher
+                .query(
+                    "SELECT pid FROM pg_stat_activity \
+                     WHERE application_name = 'dbward' AND wait_event_type = 'Lock' \
+                       AND query LIKE '%COMMENT ON%' AND strpos(query, $1) > 0",
+                    &[&name],
+                )
                 .await
                 .unwrap();
-            break;
+            if let Some(row) = rows.first() {
+                let pid: i32 = row.get(0);
+                self.watcher
+                    .execute("SELECT pg_cancel_backend($1)", &[&pid])
+                    .await
+                    .unwrap();
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        self.locker.batch_execute("ROLLBACK").await.unwrap();
     }
-    locker.batch_execute("ROLLBACK").await.unwrap();
 }
 
 #[tokio::test]
@@ -884,8 +898,9 @@ async fn no_role_or_database_remains_without_its_marker() {
 
     // CREATE ROLE and COMMENT run in one transaction: when the comment fails, no role remains.
     let spec = marked_role(&name, &m);
+    let lock = CommentLock::hold().await;
     let (result, ()) = tokio::time::timeout(deadline, async {
-        tokio::join!(server.ensure_role(&spec), cancel_comment_on(&name))
+        tokio::join!(server.ensure_role(&spec), lock.cancel_comment_on(&name))
     })
     .await
     .expect("no hang");
@@ -906,8 +921,12 @@ async fn no_role_or_database_remains_without_its_marker() {
 
     // CREATE DATABASE cannot be in a transaction: a failed comment drops the new database.
     let db_spec = marked_database(&db, &m);
+    let lock = CommentLock::hold().await;
     let (result, ()) = tokio::time::timeout(deadline, async {
-        tokio::join!(server.ensure_database(&db_spec), cancel_comment_on(&db))
+        tokio::join!(
+            server.ensure_database(&db_spec),
+            lock.cancel_comment_on(&db)
+        )
     })
     .await
     .expect("no hang");
