@@ -40,14 +40,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(about = "Load benchmark of the dbward admission webhook")]
 struct Args {
     /// Measured time of each closed-loop run.
-    #[arg(long, default_value = "10s", value_parser = webhook::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = dbward::duration::flag)]
     duration: Duration,
     /// Each closed-loop run is cut into this many slices, alternating baseline and dbward, so
     /// that load from elsewhere on the machine falls on both alike.
     #[arg(long, default_value_t = 10)]
     slices: u32,
     /// Unmeasured time before each run.
-    #[arg(long, default_value = "1s", value_parser = webhook::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = dbward::duration::flag)]
     warmup: Duration,
     /// Numbers of concurrent keep-alive clients for the closed-loop runs.
     #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
@@ -56,7 +56,7 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     rate: u32,
     /// Measured time of the open-loop run.
-    #[arg(long, default_value = "10s", value_parser = webhook::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = dbward::duration::flag)]
     open_duration: Duration,
     /// Run without the log subscriber. By default the server logs as `dbward webhook` does: an
     /// info-level `tracing` subscriber formatting one line per review, written to `/dev/null`
@@ -373,48 +373,102 @@ async fn open_loop(
     figures
 }
 
+/// The review's envelope with its objects read as `O`: `IgnoredAny` skips them (the floor of
+/// any parse that reads them), a typed kind reads them into its Rust structure straight from the
+/// bytes (the lever the handler does not use: it reads the fields its engine judges into a
+/// `serde_json::Value`).
+#[derive(serde::Deserialize)]
+struct Envelope<'a, O> {
+    #[serde(borrow)]
+    request: EnvelopeRequest<'a, O>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvelopeRequest<'a, O> {
+    #[serde(borrow)]
+    uid: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    operation: std::borrow::Cow<'a, str>,
+    #[serde(default = "Option::default")]
+    object: Option<O>,
+    #[serde(default = "Option::default")]
+    old_object: Option<O>,
+}
+
+fn read_as<'a, O: serde::Deserialize<'a>>(body: &'a [u8]) -> usize {
+    let review: Envelope<'a, O> = serde_json::from_slice(body).expect("a valid review");
+    let r = review.request;
+    r.uid.len() + r.operation.len() + usize::from(r.object.is_some()) + usize::from(r.old_object.is_some())
+}
+
+/// Time per call of `work`, after a warm-up.
+fn per_call(rounds: u32, mut work: impl FnMut() -> usize) -> Duration {
+    for _ in 0..rounds.min(1000) {
+        std::hint::black_box(work());
+    }
+    let started = Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(work());
+    }
+    started.elapsed() / rounds
+}
+
 /// CPU time of the handler's own work (parse, judge, serialize) per review, on one thread,
-/// without the network: what dbward adds to the baseline.
+/// without the network: what dbward adds to the baseline. Beside it, what parsing alone costs
+/// three ways: the envelope with the objects skipped, the handler's parse, and the objects
+/// read into their typed kinds instead.
 fn handler_cost(snapshot: &dbward::webhook::SharedSnapshot, rounds: u32) {
-    println!("\nhandler work per review on one thread (parse + engine + answer), no network");
-    for (name, endpoint) in [
-        ("create-connectionpool.json", webhook::Endpoint::Mutate),
-        ("create-connectionpool.json", webhook::Endpoint::Validate),
+    println!("\nhandler work per review on one thread, no network (µs)");
+    println!(
+        "  {:<44} {:<9} {:>6} {:>9} {:>9} {:>9} {:>9}",
+        "review", "endpoint", "bytes", "skip-obj", "parse", "typed", "handler"
+    );
+    type Typed = fn(&[u8]) -> usize;
+    let pool: Typed = |b| read_as::<dbward::api::ConnectionPool>(b);
+    let cluster: Typed = |b| read_as::<dbward::api::PostgresCluster>(b);
+    for (name, endpoint, typed) in [
+        ("create-connectionpool.json", webhook::Endpoint::Mutate, pool),
+        ("create-connectionpool.json", webhook::Endpoint::Validate, pool),
         (
             "update-connectionpool-immutable.json",
             webhook::Endpoint::Validate,
+            pool,
         ),
         (
             "create-postgrescluster-low-resources.json",
             webhook::Endpoint::Validate,
+            cluster,
         ),
         (
             "update-connectionpool-status.json",
             webhook::Endpoint::Validate,
+            pool,
         ),
     ] {
         let body = fixture(name);
         let snapshot = snapshot.load();
-        let once = || {
+        let skipped = per_call(rounds, || read_as::<serde::de::IgnoredAny>(&body));
+        let parsed = per_call(rounds, || {
+            usize::from(webhook::review::parse(&body).is_ok())
+        });
+        let typed = per_call(rounds, || typed(&body));
+        let handler = per_call(rounds, || {
             let request = webhook::review::parse(&body).expect("a valid review");
             webhook::review::answer(endpoint, &request, &snapshot)
                 .0
                 .len()
-        };
-        for _ in 0..rounds.min(1000) {
-            std::hint::black_box(once());
-        }
-        let started = Instant::now();
-        for _ in 0..rounds {
-            std::hint::black_box(once());
-        }
-        let each = started.elapsed() / rounds;
+        });
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
         println!(
-            "  {:<44} {:<9} {:>6} bytes {:>8.1} µs",
+            "  {:<44} {:<9} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
             name,
             endpoint.as_str(),
             body.len(),
-            each.as_secs_f64() * 1e6
+            us(skipped),
+            us(parsed),
+            us(typed),
+            us(handler),
         );
     }
 }

@@ -32,7 +32,7 @@ enum Command {
     /// Run the controllers against a cluster (one replica; `run` elects a leader).
     Controller(cli::controller::ControllerArgs),
     /// Serve the admission webhook (AdmissionReview v1 over HTTPS).
-    Webhook(Box<dbward::webhook::WebhookArgs>),
+    Webhook(Box<dbward::runtime::webhook::WebhookCommand>),
     /// Write a CA and a serving certificate for the webhook.
     Certs(dbward::certs::CertsArgs),
     /// Print the Validating- and MutatingWebhookConfiguration.

@@ -5,20 +5,29 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use dbward::api::{Database, DatabaseClaim, DatabaseService, ServiceUser};
 use dbward::reconcile::FINALIZER;
 use dbward::reconcile::controller::{State, reconcile};
+use dbward::reconcile::kube_cluster::Caches;
 use dbward::reconcile::secret::decoded_data;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
 use kube_fake_client::ClientBuilder;
 use serde_json::json;
 
 const NS: &str = "dbward-system";
 
 async fn client(objects: Vec<serde_json::Value>) -> Client {
+    counting_client(objects, Arc::default()).await
+}
+
+/// Counts every GET in `gets`.
+async fn counting_client(objects: Vec<serde_json::Value>, gets: Arc<AtomicUsize>) -> Client {
     // kube-fake-client 0.3 registers every custom resource as namespaced, so the cluster-scoped
     // DatabaseService is stored in `default` and a cluster-scoped GET is answered from there.
     let services: Vec<serde_json::Value> = objects
@@ -27,6 +36,7 @@ async fn client(objects: Vec<serde_json::Value>) -> Client {
         .cloned()
         .collect();
     let interceptors = kube_fake_client::interceptor::Funcs::new().get(move |ctx| {
+        gets.fetch_add(1, Ordering::Relaxed);
         if !ctx.namespace.is_empty() {
             return Ok(None);
         }
@@ -260,4 +270,108 @@ async fn claim_pins_names_and_deletes_per_policy() {
     let pg = common::pg();
     assert!(pg.observe_database(&expected).await.unwrap().is_none());
     assert!(pg.observe_role(&expected, None).await.unwrap().is_none());
+}
+
+/// A store holding `objects` (as a watch's first list leaves it).
+fn filled<K>(objects: Vec<K>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (store, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for object in objects {
+        writer.apply_watcher_event(&watcher::Event::InitApply(object));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    store
+}
+
+#[tokio::test]
+async fn an_unchanged_resync_through_the_caches_asks_the_api_server_nothing() {
+    let p = common::unique();
+    let username = format!("{p}cached");
+    let mut objects = base_objects(5432);
+    objects.push(json!({
+        "apiVersion": "dbward.dev/v1alpha1", "kind": "ServiceUser",
+        "metadata": {"name": "app", "namespace": "team"},
+        "spec": {"project": "proj", "serviceName": "svc", "username": username,
+                 "connInfoSecretTarget": {"name": "app-creds", "prefix": "APP_"}}
+    }));
+    let services: Vec<DatabaseService> = objects
+        .iter()
+        .filter(|o| o["kind"] == "DatabaseService")
+        .map(|o| serde_json::from_value(o.clone()).unwrap())
+        .collect();
+    let gets = Arc::new(AtomicUsize::new(0));
+    let client = counting_client(objects, gets.clone()).await;
+    let state = Arc::new(State::new(client.clone(), NS, false));
+    let users: Api<ServiceUser> = Api::namespaced(client.clone(), "team");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "team");
+
+    // Without caches: the service, its connector, the policy and the target Secret are read.
+    reconcile(Arc::new(users.get("app").await.unwrap()), state.clone())
+        .await
+        .unwrap();
+    let password = decoded_data(&secrets.get("app-creds").await.unwrap())["APP_PASSWORD"].clone();
+
+    let connectors: Vec<Secret> = Api::namespaced(client.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let owned: Vec<Secret> = secrets.list(&ListParams::default()).await.unwrap().items;
+    let synced = Arc::new(AtomicBool::new(false));
+    let caches = |owned: Vec<Secret>| {
+        Arc::new(Caches {
+            services: filled(services.clone()),
+            policies: filled(Vec::new()),
+            connectors: filled(connectors.clone()),
+            owned_secrets: filled(owned),
+            operator_namespace: NS.to_owned(),
+            synced: synced.clone(),
+        })
+    };
+    state.ctx.cluster.use_caches(Some(caches(owned.clone())));
+
+    // Caches not synced yet: still read from the API server.
+    let user = users.get("app").await.unwrap();
+    let before = gets.load(Ordering::Relaxed);
+    reconcile(Arc::new(user.clone()), state.clone())
+        .await
+        .unwrap();
+    assert!(gets.load(Ordering::Relaxed) - before >= 3);
+
+    // Synced: an unchanged resync reads nothing and writes nothing.
+    synced.store(true, Ordering::Release);
+    let writes = state.ctx.sql_writes();
+    let version = secrets
+        .get("app-creds")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let before = gets.load(Ordering::Relaxed);
+    reconcile(Arc::new(user.clone()), state.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        gets.load(Ordering::Relaxed),
+        before,
+        "GETs on a cached resync"
+    );
+    assert_eq!(state.ctx.sql_writes(), writes);
+
+    // A cache that has not seen the Secret yet costs one read, never a new password.
+    state.ctx.cluster.use_caches(Some(caches(Vec::new())));
+    let before = gets.load(Ordering::Relaxed);
+    reconcile(Arc::new(user), state.clone()).await.unwrap();
+    assert_eq!(gets.load(Ordering::Relaxed) - before, 1);
+    let secret = secrets.get("app-creds").await.unwrap();
+    assert_eq!(secret.metadata.resource_version, version);
+    assert_eq!(decoded_data(&secret)["APP_PASSWORD"], password);
+    assert_eq!(state.ctx.sql_writes(), writes);
+
+    let mut deleting = users.get("app").await.unwrap();
+    deleting.metadata.deletion_timestamp = Some(dbward::reconcile::status::now());
+    reconcile(Arc::new(deleting), state.clone()).await.unwrap();
 }

@@ -533,3 +533,43 @@ async fn postgres_pinned_names_are_not_retargeted() {
             .is_none()
     );
 }
+
+/// A connection refused by the server as an administrator of `engine` called `admin` would be.
+async fn refused_connection(engine: Engine, admin: &str) -> Error {
+    let mut info = match engine {
+        Engine::Postgres => common::pg_info(5432),
+        Engine::Mysql => common::my_info(3306),
+    };
+    info.user = admin.to_owned();
+    info.password = "not-the-password".to_owned();
+    let server = dbward::sql::Server::new(&info).unwrap();
+    Error::Sql(
+        server
+            .probe()
+            .await
+            .expect_err("a connection as an unknown user"),
+    )
+}
+
+async fn the_servers_words_stay_with_the_administrator(engine: Engine) {
+    let admin = format!("{}admin", unique());
+    let error = refused_connection(engine, &admin).await;
+    assert_eq!(error.reason(), "ServiceRejectedConnection", "{error}");
+    // The log has the server's own words, with the connector's user in them …
+    assert!(error.to_string().contains(&admin), "{error}");
+    // … the tenant's condition and event do not.
+    let public = error.public_message();
+    assert!(!public.contains(&admin), "{public}");
+    assert!(public.contains("SQLSTATE 28"), "{public}");
+    assert!(public.contains("dbward's log"), "{public}");
+}
+
+#[tokio::test]
+async fn postgres_servers_words_stay_with_the_administrator() {
+    the_servers_words_stay_with_the_administrator(Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn mysql_servers_words_stay_with_the_administrator() {
+    the_servers_words_stay_with_the_administrator(Engine::Mysql).await;
+}

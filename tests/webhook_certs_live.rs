@@ -29,7 +29,9 @@ use serde_json::{Value, json};
 use webhook_support::{Client, create_namespaces, eventually, fixture, install_crds, readyz};
 
 use dbward::certs::plan::CertInfo;
+use dbward::certs::self_managed::SelfManagedCertsArgs;
 use dbward::certs::{KeyedCert, service_dns_names, sign_serving};
+use dbward::runtime::webhook::{ServeError, WebhookCommand, serve_webhook};
 use dbward::webhook::{RunningWebhook, TlsFiles, WebhookArgs};
 use dbward::webhook_config::{WebhookConfigArgs, configurations};
 
@@ -75,7 +77,7 @@ fn args(
     configuration: &str,
     dir: &Path,
     listen: std::net::SocketAddr,
-) -> WebhookArgs {
+) -> WebhookCommand {
     let mut args = WebhookArgs::local(
         listen,
         "127.0.0.1:0".parse().unwrap(),
@@ -88,11 +90,22 @@ fn args(
     args.kubeconfig = Some(kubeconfig.to_path_buf());
     args.namespace = namespace.to_string();
     args.tls_reload_interval = Duration::from_millis(200);
-    args.certs.self_managed_certs = true;
-    args.certs.certs_dns = vec!["localhost".to_string()];
-    args.certs.webhook_configuration = configuration.to_string();
-    args.certs.certs_check_interval = Duration::from_secs(1);
-    args
+    let mut certs = SelfManagedCertsArgs {
+        self_managed_certs: true,
+        certs_dns: vec!["localhost".to_string()],
+        webhook_configuration: configuration.to_string(),
+        ..SelfManagedCertsArgs::default()
+    };
+    certs.certs_check_interval = Duration::from_secs(1);
+    WebhookCommand {
+        webhook: args,
+        certs,
+    }
+}
+
+/// Serves the webhook as `dbward webhook` does.
+async fn start(command: &WebhookCommand) -> Result<RunningWebhook, ServeError> {
+    serve_webhook(&command.webhook, &command.certs, None).await
 }
 
 /// Whether a new connection to `server` is served `cert_pem`.
@@ -172,7 +185,7 @@ async fn dbward_keeps_its_own_ca_and_certificates() {
     // First replica: everything is made before it serves.
     let dir1 = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{port}").parse().unwrap();
-    let first = dbward::webhook::start(&args(
+    let first = start(&args(
         &kubeconfig,
         &operator_ns,
         &configuration,
@@ -261,7 +274,7 @@ async fn dbward_keeps_its_own_ca_and_certificates() {
 
     // A second replica reuses the CA and the certificate.
     let dir2 = tempfile::tempdir().unwrap();
-    let second = dbward::webhook::start(&args(
+    let second = start(&args(
         &kubeconfig,
         &operator_ns,
         &configuration,
@@ -395,10 +408,7 @@ async fn dbward_keeps_its_own_ca_and_certificates() {
     let any_port = "127.0.0.1:0".parse().unwrap();
     let args3 = args(&kubeconfig, &race_ns, &missing, dir3.path(), any_port);
     let args4 = args(&kubeconfig, &race_ns, &missing, dir4.path(), any_port);
-    let (third, fourth) = tokio::join!(
-        dbward::webhook::start(&args3),
-        dbward::webhook::start(&args4)
-    );
+    let (third, fourth) = tokio::join!(start(&args3), start(&args4));
     let (third, fourth) = (third.unwrap(), fourth.unwrap());
     let race_secrets: Api<Secret> = Api::namespaced(kube.clone(), &race_ns);
     let race_ca = data(&race_secrets.get(CA_SECRET).await.unwrap(), "ca.crt");

@@ -578,58 +578,13 @@ pub(crate) fn default_secret_target(defaults: &mut Defaults, meta: &Meta, prefix
 
 // ---- durations ---------------------------------------------------------------------------
 
-/// Parse a Go duration (`300ms`, `1.5h`, `2h45m`) into seconds.
-pub fn parse_duration(s: &str) -> Option<f64> {
-    if s.is_empty() {
-        return None;
-    }
-    if s == "0" {
-        return Some(0.0);
-    }
-    let mut total = 0.0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if number_len == 0 {
-            return None;
-        }
-        let number: f64 = rest[..number_len].parse().ok()?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let factor = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += number * factor;
-        rest = &rest[unit_len..];
-    }
-    Some(total)
-}
+/// Seconds in a Go duration (`300ms`, `1.5h`, `2h45m`): [`crate::duration::seconds`].
+pub use crate::duration::seconds as parse_duration;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn durations_parse_like_go() {
-        assert_eq!(parse_duration("30s"), Some(30.0));
-        assert_eq!(parse_duration("1h30m"), Some(5400.0));
-        assert_eq!(parse_duration("1.5m"), Some(90.0));
-        assert_eq!(parse_duration("500ms"), Some(0.5));
-        assert_eq!(parse_duration("5"), None);
-        assert_eq!(parse_duration("m"), None);
-        assert_eq!(parse_duration("5 m"), None);
-    }
 
     #[test]
     fn fill_only_fills_what_is_missing_and_patches_exactly_that() {

@@ -64,7 +64,7 @@ pub struct SelfManagedCertsArgs {
     #[arg(long, default_value = CONFIGURATION_NAME)]
     pub webhook_configuration: String,
     /// How often the certificates and the CA bundles are checked after the start.
-    #[arg(long, default_value = "2m", value_parser = crate::webhook::parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = crate::duration::flag)]
     pub certs_check_interval: Duration,
 }
 
@@ -639,13 +639,13 @@ impl SelfManagedCerts {
 mod tests {
     use clap::{Args, Command, FromArgMatches};
 
-    use crate::webhook::WebhookArgs;
+    use crate::runtime::webhook::WebhookCommand;
 
-    fn parse(args: &[&str]) -> Result<WebhookArgs, clap::Error> {
-        let command = WebhookArgs::augment_args(Command::new("webhook"));
+    fn parse(args: &[&str]) -> Result<WebhookCommand, clap::Error> {
+        let command = WebhookCommand::augment_args(Command::new("webhook"));
         let matches =
             command.try_get_matches_from(std::iter::once("webhook").chain(args.iter().copied()))?;
-        WebhookArgs::from_arg_matches(&matches)
+        WebhookCommand::from_arg_matches(&matches)
     }
 
     #[test]

@@ -1,13 +1,13 @@
-//! `dbward webhook`, `dbward certs` and `dbward webhook-config`: wiring to `crate::webhook`,
-//! `crate::certs` and `crate::webhook_config`.
+//! `dbward webhook`, `dbward certs` and `dbward webhook-config`: wiring to
+//! `crate::runtime::webhook`, `crate::certs` and `crate::webhook_config`.
 
 use std::process::ExitCode;
 
 use crate::certs::{self, CertsArgs};
-use crate::webhook::{self, WebhookArgs};
+use crate::runtime::webhook::{self, WebhookCommand};
 use crate::webhook_config::{self, WebhookConfigArgs};
 
-pub fn run_webhook(args: WebhookArgs) -> ExitCode {
+pub fn run_webhook(args: WebhookCommand) -> ExitCode {
     super::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

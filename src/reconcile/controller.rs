@@ -11,38 +11,40 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
-use kube::core::PartialObjectMeta;
+use kube::runtime::Controller;
 use kube::runtime::controller::{self, Action as Requeue};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{info, warn};
 
+use crate::admin::Admin;
 use crate::api::database::DatabaseStatus;
 use crate::api::database_claim::DatabaseClaimStatus;
 use crate::api::service_user::ServiceUserStatus;
 use crate::api::{CommonStatus, Database, DatabaseClaim, DatabaseService, ServiceUser};
+use crate::exposition::{Exposition, Type};
 
 use super::kube_cluster::{KubeCluster, kube_error};
 use super::status::{Readiness, now, with_ready};
 use super::{
-    Applied, Context, Error, FIELD_MANAGER, FINALIZER, MANAGED_BY_SELECTOR, Pinned, Prepared,
-    Retry, database, database_claim, service_user,
+    Applied, Context, Error, FIELD_MANAGER, FINALIZER, Pinned, Prepared, Retry, database,
+    database_claim, service_user,
 };
 
+mod caches;
 mod service;
+
+use caches::{CacheSync, cached, each_change, read_caches};
 
 pub use service::{IN_USE_RETRY, reconcile_service};
 
@@ -92,11 +94,11 @@ impl State {
     }
 
     /// The controllers' counters in Prometheus text.
-    pub fn render_metrics(&self) -> String {
+    pub fn render_metrics(&self, text: &mut Exposition) {
         self.metrics
             .sql_writes
             .store(self.ctx.sql_writes(), Ordering::Relaxed);
-        self.metrics.render()
+        self.metrics.render(text);
     }
 
     async fn publish<K: Resource<DynamicType = ()>>(
@@ -169,23 +171,25 @@ impl Metrics {
     }
 
     /// Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::from(
-            "# HELP dbward_reconcile_total Reconciles by kind and outcome (ok or an error category).\n# TYPE dbward_reconcile_total counter\n",
+    pub fn render(&self, text: &mut Exposition) {
+        const NAME: &str = "dbward_reconcile_total";
+        text.family(
+            NAME,
+            Type::Counter,
+            "Reconciles by kind and outcome (ok or an error category).",
         );
         let map = self.reconciles.lock().unwrap_or_else(|e| e.into_inner());
         let mut rows: Vec<_> = map.iter().collect();
         rows.sort();
         for ((kind, outcome), n) in rows {
-            out.push_str(&format!(
-                "dbward_reconcile_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {n}\n"
-            ));
+            text.sample(NAME, &[("kind", kind), ("outcome", outcome)], n);
         }
-        out.push_str(&format!(
-            "# HELP dbward_sql_writes_total SQL statements that changed something.\n# TYPE dbward_sql_writes_total counter\ndbward_sql_writes_total {}\n",
-            self.sql_writes.load(Ordering::Relaxed)
-        ));
-        out
+        text.single(
+            "dbward_sql_writes_total",
+            Type::Counter,
+            "SQL statements that changed something.",
+            self.sql_writes.load(Ordering::Relaxed),
+        );
     }
 }
 
@@ -435,7 +439,7 @@ async fn fail<K: Reconciled>(
     state.metrics.count(K::KIND, error.category());
     let conditions = with_ready(
         &object.conditions(),
-        &Readiness::failed(error),
+        &Readiness::failed_publicly(error),
         object.meta().generation,
         &now(),
     );
@@ -448,7 +452,7 @@ async fn fail<K: Reconciled>(
             object,
             EventType::Warning,
             error.reason(),
-            error.to_string(),
+            error.public_message(),
         )
         .await;
 }
@@ -563,11 +567,16 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let state = Arc::new(State::new(client, operator_namespace, true));
     let ready = Arc::new(AtomicBool::new(false));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     if let Some(addr) = metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        tokio::spawn(serve_metrics(listener, state.clone(), ready.clone()));
+        let metrics: crate::admin::Source = {
+            let state = state.clone();
+            Arc::new(move |text| state.render_metrics(text))
+        };
+        let admin = Admin::new(ready.clone(), "caches not synced yet").with_metrics(metrics);
+        tokio::spawn(crate::admin::serve(listener, admin, stopped.clone()));
     }
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         if let Err(e) = crate::runtime::shutdown_signal().await {
             warn!(error = %e, "cannot wait for signals");
@@ -581,32 +590,38 @@ pub async fn run(
 /// Runs the four controllers until `stop` turns true; each lets its running reconciles finish.
 /// `ready` turns true once every controller's cache holds a full list.
 ///
-/// The controllers cache their own kinds in full, and of Secrets only the metadata of those
-/// dbward wrote ([`MANAGED_BY_SELECTOR`]): an owned Secret edited or deleted by someone else
-/// triggers its owner's reconcile, which reads the Secret itself.
+/// The controllers cache their own kinds, and what their reconciles read
+/// ([`super::kube_cluster::Caches`]): the Secrets dbward wrote ([`MANAGED_BY_SELECTOR`]), the
+/// connector Secrets, the AdmissionPolicy. An owned Secret edited or deleted by someone else
+/// triggers its owner's reconcile; a changed AdmissionPolicy triggers every object's (it may
+/// now allow what it denied, or deny what it allowed).
 pub async fn run_controllers(
     state: Arc<State>,
     stop: tokio::sync::watch::Receiver<bool>,
     ready: Arc<AtomicBool>,
 ) {
     let client = state.client();
-    let owned_secrets = || {
-        let api = Api::<PartialObjectMeta<Secret>>::all(client.clone());
-        watcher(api, watcher::Config::default().labels(MANAGED_BY_SELECTOR))
-            .default_backoff()
-            .touched_objects()
-    };
     let stopped = || {
         let mut stop = stop.clone();
         async move {
             let _ = stop.wait_for(|stop| *stop).await;
         }
     };
-    let synced = Arc::new(CacheSync::new(4, ready));
-    let (services, services_cache) = cached::<DatabaseService>(&client, &synced);
-    let (databases, databases_cache) = cached::<Database>(&client, &synced);
-    let (users, users_cache) = cached::<ServiceUser>(&client, &synced);
-    let (claims, claims_cache) = cached::<DatabaseClaim>(&client, &synced);
+    let sync = Arc::new(CacheSync::new(7, ready.clone()));
+    let (services, services_cache) = cached::<DatabaseService>(&client, &sync);
+    let (databases, databases_cache) = cached::<Database>(&client, &sync);
+    let (users, users_cache) = cached::<ServiceUser>(&client, &sync);
+    let (claims, claims_cache) = cached::<DatabaseClaim>(&client, &sync);
+    let reads = read_caches::<2>(
+        &client,
+        &state.ctx.operator_namespace,
+        services_cache.clone(),
+        &sync,
+        ready,
+    );
+    state.ctx.cluster.use_caches(Some(reads.caches.clone()));
+    let [users_secrets, claims_secrets] = reads.owned;
+    let policy = || each_change(reads.policy_changes.clone());
     // At most this many reconciles of one kind at a time: a restart queues every object at
     // once, and unbounded, their connections, buffers and concurrent GRANTs on one database
     // (PostgreSQL's "tuple concurrently updated") all pile up together.
@@ -616,14 +631,17 @@ pub async fn run_controllers(
         .graceful_shutdown_on(stopped());
     let databases = Controller::for_stream(databases, databases_cache)
         .with_config(limits())
+        .reconcile_all_on(policy())
         .graceful_shutdown_on(stopped());
     let users = Controller::for_stream(users, users_cache)
         .with_config(limits())
-        .owns_stream(owned_secrets())
+        .owns_stream(users_secrets)
+        .reconcile_all_on(policy())
         .graceful_shutdown_on(stopped());
     let claims = Controller::for_stream(claims, claims_cache)
         .with_config(limits())
-        .owns_stream(owned_secrets())
+        .owns_stream(claims_secrets)
+        .reconcile_all_on(policy())
         .graceful_shutdown_on(stopped());
 
     let services = services
@@ -655,104 +673,20 @@ pub async fn run_controllers(
         )
         .for_each(|r| log_result("DatabaseClaim", r));
     info!("controllers started");
-    tokio::join!(services, databases, users, claims);
+    let fill = async {
+        tokio::select! {
+            () = reads.fill => {}
+            () = stopped() => {}
+        }
+    };
+    tokio::join!(services, databases, users, claims, fill);
+    state.ctx.cluster.use_caches(None);
     info!("controllers stopped");
-}
-
-/// A controller's cache of kind `K`: every object of the kind, without `managedFields` (the
-/// reconcilers never read them, and they are most of an object's size), and a stream of the
-/// objects that changed. Marks `synced` when the first full list is in.
-fn cached<K>(
-    client: &Client,
-    synced: &Arc<CacheSync>,
-) -> (
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-    Store<K>,
-)
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let synced = synced.clone();
-    let mut listed = false;
-    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .modify(|object| object.meta_mut().managed_fields = None)
-        .inspect(move |event| {
-            if !listed && matches!(event, Ok(watcher::Event::InitDone)) {
-                listed = true;
-                synced.listed(K::kind(&()));
-            }
-        })
-        .reflect(writer)
-        .applied_objects();
-    (stream, reader)
-}
-
-/// Counts the caches that still wait for their first full list; `ready` turns true when none
-/// does.
-struct CacheSync {
-    pending: AtomicUsize,
-    ready: Arc<AtomicBool>,
-}
-
-impl CacheSync {
-    fn new(caches: usize, ready: Arc<AtomicBool>) -> CacheSync {
-        CacheSync {
-            pending: AtomicUsize::new(caches),
-            ready,
-        }
-    }
-
-    fn listed(&self, kind: std::borrow::Cow<'_, str>) {
-        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.ready.store(true, Ordering::Release);
-            info!(last = %kind, "controller caches synced; ready");
-        }
-    }
 }
 
 async fn log_result<T, E: std::fmt::Display>(kind: &'static str, result: Result<T, E>) {
     if let Err(e) = result {
         warn!(kind, error = %e, "controller");
-    }
-}
-
-/// A minimal plain-HTTP admin endpoint: `/metrics` (Prometheus text), `/healthz`, and
-/// `/readyz` (503 until the caches synced).
-async fn serve_metrics(
-    listener: tokio::net::TcpListener,
-    state: Arc<State>,
-    ready: Arc<AtomicBool>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let state = state.clone();
-        let ready = ready.load(Ordering::Relaxed);
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let n = stream.read(&mut buf).await.unwrap_or(0);
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let path = request.split_whitespace().nth(1).unwrap_or("/");
-            let (code, body) = match path {
-                "/metrics" => ("200 OK", state.render_metrics()),
-                "/healthz" => ("200 OK", "ok\n".to_owned()),
-                "/readyz" if ready => ("200 OK", "ready\n".to_owned()),
-                "/readyz" => (
-                    "503 Service Unavailable",
-                    "caches not synced yet\n".to_owned(),
-                ),
-                _ => ("404 Not Found", "not found\n".to_owned()),
-            };
-            let response = format!(
-                "HTTP/1.1 {code}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-        });
     }
 }
 

@@ -1,10 +1,16 @@
-//! The Kubernetes side of the in-cluster controllers: the API server through a `kube::Client`.
-//! Secrets are written with server-side apply (field manager [`FIELD_MANAGER`], forced, so
-//! dbward owns the fields it sets and nothing else).
+//! The Kubernetes side of the in-cluster controllers: the API server through a `kube::Client`,
+//! read through the controllers' watch caches while they run ([`Caches`]). Secrets are written
+//! with server-side apply (field manager [`FIELD_MANAGER`], forced, so dbward owns the fields it
+//! sets and nothing else).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwapOption;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::admission_policy::POLICY_NAME;
 use crate::api::{AdmissionPolicy, AdmissionPolicySpec, DatabaseService};
@@ -15,17 +21,68 @@ use super::{Cluster, Error, FIELD_MANAGER};
 #[derive(Clone)]
 pub struct KubeCluster {
     client: Client,
+    caches: Arc<ArcSwapOption<Caches>>,
+}
+
+/// What the controllers keep watched, so that a reconcile of an unchanged object asks the API
+/// server nothing: the DatabaseServices, the AdmissionPolicies, the connector Secrets in dbward's
+/// namespace and the Secrets dbward wrote (with their data: the password a target Secret holds
+/// decides whether the role's is right).
+///
+/// A Secret or DatabaseService that is not in the caches is still read from the API server (it
+/// may be a tenant's own Secret, or one written a moment ago whose event is on its way), so a
+/// cache that lags can cost a read, never a wrong answer such as a new password. The policy is
+/// taken from the cache as the webhook takes it.
+pub struct Caches {
+    pub services: Store<DatabaseService>,
+    pub policies: Store<AdmissionPolicy>,
+    pub connectors: Store<Secret>,
+    pub owned_secrets: Store<Secret>,
+    /// dbward's namespace, where `connectors` are watched.
+    pub operator_namespace: String,
+    /// True once every one of these caches holds a full list; until then reads go to the API
+    /// server.
+    pub synced: Arc<AtomicBool>,
+}
+
+impl Caches {
+    fn secret(&self, namespace: &str, name: &str) -> Option<Secret> {
+        let key = ObjectRef::new(name).within(namespace);
+        self.owned_secrets
+            .get(&key)
+            .or_else(|| {
+                (namespace == self.operator_namespace)
+                    .then(|| self.connectors.get(&key))
+                    .flatten()
+            })
+            .map(|s| (*s).clone())
+    }
 }
 
 impl KubeCluster {
-    /// Wraps a client.
+    /// Wraps a client; reads go to the API server until [`KubeCluster::use_caches`].
     pub fn new(client: Client) -> Self {
-        KubeCluster { client }
+        KubeCluster {
+            client,
+            caches: Arc::new(ArcSwapOption::empty()),
+        }
     }
 
     /// The client.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Reads through `caches` from now on (every clone of this cluster does), or, with `None`,
+    /// from the API server again (the controllers that kept them stopped).
+    pub fn use_caches(&self, caches: Option<Arc<Caches>>) {
+        self.caches.store(caches);
+    }
+
+    fn synced_caches(&self) -> Option<Arc<Caches>> {
+        self.caches
+            .load_full()
+            .filter(|c| c.synced.load(Ordering::Acquire))
     }
 }
 
@@ -38,6 +95,9 @@ pub(crate) fn kube_error(verb: &'static str) -> impl FnOnce(kube::Error) -> Erro
 
 impl Cluster for KubeCluster {
     async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, Error> {
+        if let Some(secret) = self.synced_caches().and_then(|c| c.secret(namespace, name)) {
+            return Ok(Some(secret));
+        }
         Api::<Secret>::namespaced(self.client.clone(), namespace)
             .get_opt(name)
             .await
@@ -73,6 +133,12 @@ impl Cluster for KubeCluster {
     }
 
     async fn get_service(&self, name: &str) -> Result<Option<DatabaseService>, Error> {
+        if let Some(service) = self
+            .synced_caches()
+            .and_then(|c| c.services.get(&ObjectRef::new(name)))
+        {
+            return Ok(Some((*service).clone()));
+        }
         Api::<DatabaseService>::all(self.client.clone())
             .get_opt(name)
             .await
@@ -80,6 +146,10 @@ impl Cluster for KubeCluster {
     }
 
     async fn get_policy(&self) -> Result<AdmissionPolicySpec, Error> {
+        if let Some(caches) = self.synced_caches() {
+            let policy = caches.policies.get(&ObjectRef::new(POLICY_NAME));
+            return Ok(policy.map(|p| p.spec.clone()).unwrap_or_default());
+        }
         let policy = Api::<AdmissionPolicy>::all(self.client.clone())
             .get_opt(POLICY_NAME)
             .await

@@ -205,6 +205,49 @@ impl Error {
         }
     }
 
+    /// The message a tenant sees on its object (the `Ready` condition, the warning event): the
+    /// error without what belongs to the administrator — the server's own words, which can name
+    /// the connector's user (`password authentication failed for user "postgres"`, `Access
+    /// denied for user 'root'@…`), and the connector Secret's contents. dbward's log and the
+    /// DatabaseService's status keep the whole error.
+    pub fn public_message(&self) -> String {
+        const SEE_LOG: &str = "an administrator finds the server's message in dbward's log";
+        let code = |e: &sql::Error| {
+            e.sqlstate()
+                .map(|code| format!(" (SQLSTATE {code})"))
+                .unwrap_or_default()
+        };
+        match self {
+            Error::Sql(
+                e @ sql::Error::ConnectRejected {
+                    engine, host, port, ..
+                },
+            ) => format!(
+                "{engine} server {host}:{port} refused dbward's administrative connection{}; {SEE_LOG}",
+                code(e)
+            ),
+            Error::Sql(
+                e @ sql::Error::Unreachable {
+                    engine, host, port, ..
+                },
+            ) => format!(
+                "{engine} server {host}:{port} is unreachable{}; dbward retries",
+                code(e)
+            ),
+            Error::Sql(e @ sql::Error::Observe { what, .. }) => {
+                format!("observing {what} failed{}; {SEE_LOG}", code(e))
+            }
+            Error::Sql(e @ sql::Error::Apply { action, .. }) => {
+                format!("{action} failed{}; {SEE_LOG}", code(e))
+            }
+            Error::Sql(sql::Error::Connector(_)) | Error::Connector { .. } => format!(
+                "the DatabaseService's connector Secret cannot be used ({}); an administrator finds why in the DatabaseService's status",
+                self.category()
+            ),
+            _ => self.to_string(),
+        }
+    }
+
     /// How the controller retries.
     pub fn retry(&self) -> Retry {
         match self {

@@ -31,12 +31,22 @@ impl Readiness {
         }
     }
 
-    /// `Ready=False` for a failed reconcile.
+    /// `Ready=False` for a failed reconcile, told in full (the DatabaseService's status: an
+    /// administrator's object).
     pub fn failed(error: &Error) -> Self {
         Readiness {
             ready: false,
             reason: error.reason().to_owned(),
             message: error.to_string(),
+        }
+    }
+
+    /// `Ready=False` for `error`, told as a tenant may see it ([`Error::public_message`]).
+    pub fn failed_publicly(error: &Error) -> Self {
+        Readiness {
+            ready: false,
+            reason: error.reason().to_owned(),
+            message: error.public_message(),
         }
     }
 

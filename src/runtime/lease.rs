@@ -32,13 +32,13 @@ pub struct LeaseArgs {
     pub lease_identity: Option<String>,
     /// How long a lease is valid without renewal: a candidate takes over after seeing it
     /// unchanged this long.
-    #[arg(long, default_value = "15s", value_parser = crate::webhook::parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = crate::duration::flag)]
     pub lease_duration: Duration,
     /// How long the leader keeps trying to renew before it stops its controllers.
-    #[arg(long, default_value = "10s", value_parser = crate::webhook::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::duration::flag)]
     pub renew_deadline: Duration,
     /// How often candidates try to acquire and the leader renews.
-    #[arg(long, default_value = "2s", value_parser = crate::webhook::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::duration::flag)]
     pub retry_period: Duration,
 }
 

@@ -5,6 +5,7 @@
 //! follower keeps serving admission reviews while it waits for the lease.
 
 pub mod lease;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,15 +16,21 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use crate::admin;
+use crate::certs::self_managed::SelfManagedCertsArgs;
+use crate::exposition::Type;
 use crate::reconcile::controller::{self, State};
-use crate::webhook::{self, ExtraMetrics, WebhookArgs, WebhookError};
+use crate::webhook::{WebhookArgs, WebhookError};
 use lease::{Elector, LeaseArgs, LeaseError};
+use webhook::{ServeError, serve_webhook};
 
 /// `dbward run`: the webhook's flags and the lease's.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub webhook: WebhookArgs,
+    #[command(flatten)]
+    pub certs: SelfManagedCertsArgs,
     #[command(flatten)]
     pub lease: LeaseArgs,
 }
@@ -33,7 +40,7 @@ pub enum RunError {
     #[error("{0}")]
     Flags(String),
     #[error(transparent)]
-    Webhook(#[from] WebhookError),
+    Webhook(#[from] ServeError),
     #[error("waiting for the shutdown signal: {0}")]
     Signal(std::io::Error),
 }
@@ -48,23 +55,24 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     }
     args.lease.check().map_err(RunError::Flags)?;
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = webhook::live::client(args.webhook.kubeconfig.as_deref())
+    let client = crate::webhook::live::client(args.webhook.kubeconfig.as_deref())
         .await
-        .map_err(WebhookError::from)?;
+        .map_err(|e| ServeError::Webhook(WebhookError::from(e)))?;
     let state = Arc::new(State::new(client.clone(), &args.webhook.namespace, true));
     let leading = Arc::new(AtomicBool::new(false));
-    let extra = {
+    let extra: admin::Source = {
         let (state, leading) = (state.clone(), leading.clone());
-        ExtraMetrics(Arc::new(move || {
-            let mut text = state.render_metrics();
-            text.push_str(&format!(
-                "# HELP dbward_leader Whether this replica holds the controllers' Lease.\n# TYPE dbward_leader gauge\ndbward_leader {}\n",
-                u8::from(leading.load(Ordering::Relaxed))
-            ));
-            text
-        }))
+        Arc::new(move |text| {
+            state.render_metrics(text);
+            text.single(
+                "dbward_leader",
+                Type::Gauge,
+                "Whether this replica holds the controllers' Lease.",
+                u8::from(leading.load(Ordering::Relaxed)),
+            );
+        })
     };
-    let running = webhook::start_with(&args.webhook, Some(extra)).await?;
+    let running = serve_webhook(&args.webhook, &args.certs, Some(extra)).await?;
 
     let elector = Elector::new(client, &args.webhook.namespace, &args.lease);
     info!(

@@ -60,12 +60,28 @@ impl fmt::Display for Engine {
 /// An error of a driver, boxed so both engines share [`Error`].
 pub type DriverError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// An error with its causes, `outer: inner: …` (tokio-postgres says only "db error" itself, and
+/// keeps the server's message in its source).
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.ends_with(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
 /// A failed SQL operation.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The server could not be reached or the connection broke (network, server down, TLS
     /// handshake). Transient: a reconciler reports `ServiceUnreachable` and retries.
-    #[error("{engine} server {host}:{port} is unreachable: {source}")]
+    #[error("{engine} server {host}:{port} is unreachable: {}", chain(source.as_ref()))]
     Unreachable {
         /// Engine.
         engine: Engine,
@@ -78,7 +94,7 @@ pub enum Error {
     },
     /// The server answered but refused the administrator's connection (authentication,
     /// missing database).
-    #[error("{engine} server {host}:{port} refused the connection: {source}")]
+    #[error("{engine} server {host}:{port} refused the connection: {}", chain(source.as_ref()))]
     ConnectRejected {
         /// Engine.
         engine: Engine,
@@ -112,7 +128,7 @@ pub enum Error {
         what: String,
     },
     /// Reading the catalogs failed.
-    #[error("observing {what} failed: {source}")]
+    #[error("observing {what} failed: {}", chain(source.as_ref()))]
     Observe {
         /// What was being read.
         what: String,
@@ -120,7 +136,7 @@ pub enum Error {
         source: DriverError,
     },
     /// Executing an action failed (the action's description carries no secret).
-    #[error("{action} failed: {source}")]
+    #[error("{action} failed: {}", chain(source.as_ref()))]
     Apply {
         /// The action, as [`SqlAction`]'s `Display` describes it.
         action: String,
@@ -141,6 +157,25 @@ impl Error {
             Error::Unsupported { .. } => "unsupported",
             Error::Observe { .. } => "observe",
             Error::Apply { .. } => "apply",
+        }
+    }
+
+    /// The SQLSTATE the server answered with, when it answered (`42501`, `XX000`, …): what a
+    /// tenant may be shown of a server's error, whose words can name the connector's user.
+    pub fn sqlstate(&self) -> Option<String> {
+        let source = match self {
+            Error::Observe { source, .. }
+            | Error::Apply { source, .. }
+            | Error::ConnectRejected { source, .. }
+            | Error::Unreachable { source, .. } => source,
+            _ => return None,
+        };
+        if let Some(e) = source.downcast_ref::<tokio_postgres::Error>() {
+            return e.code().map(|c| c.code().to_owned());
+        }
+        match source.downcast_ref::<mysql_async::Error>() {
+            Some(mysql_async::Error::Server(e)) => Some(e.state.clone()),
+            _ => None,
         }
     }
 

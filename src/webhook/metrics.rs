@@ -2,11 +2,11 @@
 //! bounded set of values known in advance (kinds from the API, four operations, two
 //! endpoints, three verdicts), so recording is a few relaxed increments and no lock.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::engine::{GROUP, KINDS};
+use crate::exposition::{Exposition, Type};
 
 /// Which endpoint answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,10 +176,53 @@ impl Metrics {
 
     /// The Prometheus text exposition format (version 0.0.4).
     pub fn encode(&self, ready: bool) -> String {
-        let mut out = String::with_capacity(4096);
-        out.push_str(
-            "# HELP dbward_webhook_requests_total Admission reviews answered, by kind, operation, endpoint and verdict.\n\
-             # TYPE dbward_webhook_requests_total counter\n",
+        let mut text = Exposition::new();
+        self.encode_into(ready, &mut text);
+        text.finish()
+    }
+
+    /// [`Metrics::encode`] into `text`.
+    pub fn encode_into(&self, ready: bool, text: &mut Exposition) {
+        self.encode_requests(text);
+        self.encode_latency(text);
+        text.single(
+            "dbward_webhook_tls_certificate_expiry_seconds",
+            Type::Gauge,
+            "Expiry (notAfter) of the serving certificate, in seconds since the Unix epoch.",
+            self.cert_not_after.load(Ordering::Relaxed),
+        )
+        .single(
+            "dbward_webhook_tls_certificate_reloads_total",
+            Type::Counter,
+            "Serving certificates loaded from changed files.",
+            self.cert_reloads.load(Ordering::Relaxed),
+        )
+        .single(
+            "dbward_webhook_tls_certificate_reload_failures_total",
+            Type::Counter,
+            "Changed certificate files that could not be loaded.",
+            self.cert_reload_failures.load(Ordering::Relaxed),
+        )
+        .single(
+            "dbward_webhook_snapshot_updates_total",
+            Type::Counter,
+            "Snapshots of referenced objects swapped in.",
+            self.snapshot_updates.load(Ordering::Relaxed),
+        )
+        .single(
+            "dbward_webhook_ready",
+            Type::Gauge,
+            "Whether the webhook's caches have synced.",
+            u8::from(ready),
+        );
+    }
+
+    fn encode_requests(&self, text: &mut Exposition) {
+        const NAME: &str = "dbward_webhook_requests_total";
+        text.family(
+            NAME,
+            Type::Counter,
+            "Admission reviews answered, by kind, operation, endpoint and verdict.",
         );
         for kind in 0..KIND_SLOTS {
             for (operation, op_label) in OPERATIONS.iter().enumerate() {
@@ -189,68 +232,58 @@ impl Metrics {
                             [request_index(kind, operation, endpoint as usize, outcome as usize)]
                         .load(Ordering::Relaxed);
                         if value > 0 {
-                            let _ = writeln!(
-                                out,
-                                "dbward_webhook_requests_total{{kind=\"{}\",operation=\"{}\",endpoint=\"{}\",verdict=\"{}\"}} {value}",
-                                kind_label(kind),
-                                op_label,
-                                endpoint.as_str(),
-                                outcome.as_str(),
-                            );
+                            let labels = [
+                                ("kind", kind_label(kind)),
+                                ("operation", op_label),
+                                ("endpoint", endpoint.as_str()),
+                                ("verdict", outcome.as_str()),
+                            ];
+                            text.sample(NAME, &labels, value);
                         }
                     }
                 }
             }
         }
-        out.push_str(
-            "# HELP dbward_webhook_request_duration_seconds Time from the request's arrival to the answer.\n\
-             # TYPE dbward_webhook_request_duration_seconds histogram\n",
+    }
+
+    fn encode_latency(&self, text: &mut Exposition) {
+        const NAME: &str = "dbward_webhook_request_duration_seconds";
+        text.family(
+            NAME,
+            Type::Histogram,
+            "Time from the request's arrival to the answer.",
         );
         for endpoint in Endpoint::ALL {
             let histogram = &self.latency[endpoint as usize];
+            let name = endpoint.as_str();
             let mut cumulative = 0;
             for (i, le) in BUCKETS.iter().enumerate() {
                 cumulative += histogram.buckets[i].load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "dbward_webhook_request_duration_seconds_bucket{{endpoint=\"{}\",le=\"{le}\"}} {cumulative}",
-                    endpoint.as_str()
+                let le = le.to_string();
+                text.sample(
+                    "dbward_webhook_request_duration_seconds_bucket",
+                    &[("endpoint", name), ("le", &le)],
+                    cumulative,
                 );
             }
             cumulative += histogram.buckets[BUCKETS.len()].load(Ordering::Relaxed);
             let sum = histogram.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-            let name = endpoint.as_str();
-            let _ = writeln!(
-                out,
-                "dbward_webhook_request_duration_seconds_bucket{{endpoint=\"{name}\",le=\"+Inf\"}} {cumulative}\n\
-                 dbward_webhook_request_duration_seconds_sum{{endpoint=\"{name}\"}} {sum}\n\
-                 dbward_webhook_request_duration_seconds_count{{endpoint=\"{name}\"}} {cumulative}"
+            text.sample(
+                "dbward_webhook_request_duration_seconds_bucket",
+                &[("endpoint", name), ("le", "+Inf")],
+                cumulative,
+            )
+            .sample(
+                "dbward_webhook_request_duration_seconds_sum",
+                &[("endpoint", name)],
+                sum,
+            )
+            .sample(
+                "dbward_webhook_request_duration_seconds_count",
+                &[("endpoint", name)],
+                cumulative,
             );
         }
-        let _ = write!(
-            out,
-            "# HELP dbward_webhook_tls_certificate_expiry_seconds Expiry (notAfter) of the serving certificate, in seconds since the Unix epoch.\n\
-             # TYPE dbward_webhook_tls_certificate_expiry_seconds gauge\n\
-             dbward_webhook_tls_certificate_expiry_seconds {}\n\
-             # HELP dbward_webhook_tls_certificate_reloads_total Serving certificates loaded from changed files.\n\
-             # TYPE dbward_webhook_tls_certificate_reloads_total counter\n\
-             dbward_webhook_tls_certificate_reloads_total {}\n\
-             # HELP dbward_webhook_tls_certificate_reload_failures_total Changed certificate files that could not be loaded.\n\
-             # TYPE dbward_webhook_tls_certificate_reload_failures_total counter\n\
-             dbward_webhook_tls_certificate_reload_failures_total {}\n\
-             # HELP dbward_webhook_snapshot_updates_total Snapshots of referenced objects swapped in.\n\
-             # TYPE dbward_webhook_snapshot_updates_total counter\n\
-             dbward_webhook_snapshot_updates_total {}\n\
-             # HELP dbward_webhook_ready Whether the webhook's caches have synced.\n\
-             # TYPE dbward_webhook_ready gauge\n\
-             dbward_webhook_ready {}\n",
-            self.cert_not_after.load(Ordering::Relaxed),
-            self.cert_reloads.load(Ordering::Relaxed),
-            self.cert_reload_failures.load(Ordering::Relaxed),
-            self.snapshot_updates.load(Ordering::Relaxed),
-            u8::from(ready),
-        );
-        out
     }
 }
 

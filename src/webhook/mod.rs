@@ -7,7 +7,6 @@ pub(crate) mod engine;
 pub mod live;
 pub mod metrics;
 pub mod review;
-pub mod server;
 pub mod snapshot;
 pub mod tls;
 
@@ -23,17 +22,17 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use crate::http::{Timeouts, serve_tls};
 pub use metrics::{Endpoint, Metrics, Outcome};
-pub use server::{Timeouts, serve_plain, serve_tls};
 pub use snapshot::SharedSnapshot;
 pub use tls::TlsFiles;
 
-use crate::certs::self_managed::{SelfManagedCerts, SelfManagedCertsArgs, SelfManagedError};
+use crate::admin;
 
 /// The largest AdmissionReview accepted. The API server caps objects at 3 MiB too (etcd's
 /// request limit), and a review carries at most two of them.
@@ -71,19 +70,17 @@ pub struct WebhookArgs {
     #[arg(long, default_value = "dbward-system")]
     pub namespace: String,
     /// How often the certificate files are checked for changes.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::duration::flag)]
     pub tls_reload_interval: Duration,
     /// How long a client may take for the TLS handshake.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::duration::flag)]
     pub handshake_timeout: Duration,
     /// How long a client may take to send a request's head; idle connections close after it.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = crate::duration::flag)]
     pub idle_timeout: Duration,
     /// How long a client may take to send a request's body.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::duration::flag)]
     pub body_timeout: Duration,
-    #[command(flatten)]
-    pub certs: SelfManagedCertsArgs,
 }
 
 impl WebhookArgs {
@@ -103,7 +100,6 @@ impl WebhookArgs {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(10),
-            certs: SelfManagedCertsArgs::default(),
         }
     }
 
@@ -115,24 +111,6 @@ impl WebhookArgs {
             ..Timeouts::default()
         }
     }
-}
-
-/// `500ms`, `10s`, `2m`, or a number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((text, "s"), |at| text.split_at(at));
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 10s or 2m"))?;
-    let seconds = match unit {
-        "ms" => number / 1000.0,
-        "s" => number,
-        "m" => number * 60.0,
-        _ => return Err(format!("{text:?}: unit must be ms, s or m")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,12 +126,6 @@ pub enum WebhookError {
     },
     #[error("connecting to the cluster (use --no-kube to run without one): {0}")]
     Cluster(#[from] live::LiveError),
-    #[error("--self-managed-certs needs a cluster; it cannot be used with --no-kube")]
-    SelfManagedWithoutCluster,
-    #[error("self-managed certificates: {0}")]
-    Certs(#[from] SelfManagedError),
-    #[error("waiting for the shutdown signal: {0}")]
-    Signal(std::io::Error),
 }
 
 /// What the handlers share.
@@ -165,18 +137,6 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// Reads references the cached snapshot lacks from the API server (live runs only).
     pub read_through: Option<live::ReadThrough>,
-    /// Appended to `/metrics` (the controllers' counters, in `dbward run`).
-    pub extra_metrics: Option<ExtraMetrics>,
-}
-
-/// A source of more Prometheus text for the admin port's `/metrics`.
-#[derive(Clone)]
-pub struct ExtraMetrics(pub Arc<dyn Fn() -> String + Send + Sync>);
-
-impl std::fmt::Debug for ExtraMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ExtraMetrics")
-    }
 }
 
 impl AppState {
@@ -188,7 +148,6 @@ impl AppState {
             ready: Arc::new(AtomicBool::new(true)),
             body_timeout: Timeouts::default().body,
             read_through: None,
-            extra_metrics: None,
         }
     }
 }
@@ -225,37 +184,19 @@ fn webhook_path(endpoint: Endpoint) -> &'static str {
     }
 }
 
-/// `GET /metrics`, `/healthz`, `/readyz`.
-pub fn admin_router(state: AppState) -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(|State(state): State<AppState>| async move {
-                let mut text = state.metrics.encode(state.ready.load(Ordering::Relaxed));
-                if let Some(extra) = &state.extra_metrics {
-                    text.push_str(&(extra.0)());
-                }
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    text,
-                )
-            }),
-        )
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/readyz",
-            get(|State(state): State<AppState>| async move {
-                if state.ready.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ready\n")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet\n")
-                }
-            }),
-        )
-        .with_state(state)
+/// The admin endpoint of a webhook with `state`: ready once its caches synced; the webhook's
+/// metrics, then `extra`'s.
+pub fn admin(state: &AppState, extra: Option<admin::Source>) -> admin::Admin {
+    let (metrics, ready) = (state.metrics.clone(), state.ready.clone());
+    let webhook: admin::Source = Arc::new(move |text| {
+        metrics.encode_into(ready.load(Ordering::Relaxed), text);
+    });
+    let admin =
+        admin::Admin::new(state.ready.clone(), "caches not synced yet").with_metrics(webhook);
+    match extra {
+        Some(extra) => admin.with_metrics(extra),
+        None => admin,
+    }
 }
 
 fn json(status: StatusCode, body: Vec<u8>) -> Response {
@@ -418,6 +359,11 @@ pub struct RunningWebhook {
 }
 
 impl RunningWebhook {
+    /// Runs `task` for as long as the webhook does (it is aborted on shutdown).
+    pub fn keep(&mut self, task: JoinHandle<()>) {
+        self.background.push(task);
+    }
+
     /// Stops accepting, lets open requests finish, and waits for the servers to end.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -438,7 +384,7 @@ pub async fn start(args: &WebhookArgs) -> Result<RunningWebhook, WebhookError> {
 /// [`start`], with `extra` appended to `/metrics`.
 pub async fn start_with(
     args: &WebhookArgs,
-    extra: Option<ExtraMetrics>,
+    extra: Option<admin::Source>,
 ) -> Result<RunningWebhook, WebhookError> {
     let files = TlsFiles {
         cert: args.tls_cert.clone(),
@@ -450,30 +396,6 @@ pub async fn start_with(
         // kube's client picks its TLS provider from the process default.
         let _ = rustls::crypto::ring::default_provider().install_default();
         Some(live::client(args.kubeconfig.as_deref()).await?)
-    };
-    // With dbward's own CA, the certificate files are made before anything loads them.
-    let self_managed = match (&client, args.certs.self_managed_certs) {
-        (_, false) => None,
-        (None, true) => return Err(WebhookError::SelfManagedWithoutCluster),
-        (Some(client), true) => {
-            let certs = SelfManagedCerts::new(
-                client.clone(),
-                &args.namespace,
-                &args.certs,
-                files.cert.clone(),
-                files.key.clone(),
-            );
-            match certs.reconcile().await {
-                Ok(_) => {}
-                // Serving a certificate from an earlier run beats not serving.
-                Err(error) if tls::load(&files).is_ok() => tracing::warn!(
-                    %error,
-                    "self-managed certificates could not be checked; serving the certificate on disk and retrying"
-                ),
-                Err(error) => return Err(error.into()),
-            }
-            Some(certs)
-        }
     };
     let store = tls::load(&files)?;
     let tls_config = tls::server_config(store.clone())?;
@@ -504,7 +426,6 @@ pub async fn start_with(
         }
     };
     state.body_timeout = args.body_timeout;
-    state.extra_metrics = extra;
     state.metrics.set_cert_not_after(store.not_after());
 
     let listener = TcpListener::bind(args.listen)
@@ -538,9 +459,9 @@ pub async fn start_with(
         args.timeouts(),
         stopped.clone(),
     ));
-    let admin_server = tokio::spawn(serve_plain(
+    let admin_server = tokio::spawn(admin::serve(
         metrics_listener,
-        admin_router(state.clone()),
+        admin(&state, extra),
         stopped,
     ));
     let metrics = state.metrics.clone();
@@ -556,9 +477,6 @@ pub async fn start_with(
         }
         tls::Reload::Unchanged => {}
     })));
-    if let Some(certs) = self_managed {
-        background.push(tokio::spawn(certs.run(args.certs.certs_check_interval)));
-    }
     tracing::info!(%addr, %metrics_addr, "dbward webhook serving");
     Ok(RunningWebhook {
         addr,
@@ -568,15 +486,4 @@ pub async fn start_with(
         servers: vec![tls_server, admin_server],
         background,
     })
-}
-
-/// `dbward webhook`: serve until SIGTERM or Ctrl-C.
-pub async fn run_webhook(args: WebhookArgs) -> Result<(), WebhookError> {
-    let running = start(&args).await?;
-    crate::runtime::shutdown_signal()
-        .await
-        .map_err(WebhookError::Signal)?;
-    tracing::info!("shutting down");
-    running.shutdown().await;
-    Ok(())
 }

@@ -1,4 +1,4 @@
-//! Serving a router over TLS: HTTP/1.1 with keep-alive, a bound on every wait a client can
+//! Serving a router over TLS (the webhook) or plain HTTP (the admin port): HTTP/1.1 with keep-alive, a bound on every wait a client can
 //! impose (handshake, request head — which also closes idle connections — and body), and a
 //! graceful drain on shutdown.
 
@@ -58,9 +58,35 @@ pub async fn serve_tls(
     app: Router,
     tls: Arc<ServerConfig>,
     timeouts: Timeouts,
+    shutdown: Shutdown,
+) {
+    serve(
+        listener,
+        app,
+        Some(TlsAcceptor::from(tls)),
+        timeouts,
+        shutdown,
+    )
+    .await;
+}
+
+/// Serves `app` over plain HTTP (an admin port) with the same bounds, `handshake` aside.
+pub async fn serve_plain(
+    listener: TcpListener,
+    app: Router,
+    timeouts: Timeouts,
+    shutdown: Shutdown,
+) {
+    serve(listener, app, None, timeouts, shutdown).await;
+}
+
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    timeouts: Timeouts,
     mut shutdown: Shutdown,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -80,32 +106,21 @@ pub async fn serve_tls(
             () = stopped(&mut shutdown) => break,
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let http = http.clone();
-        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let connection = Connection {
+            app: app.clone(),
+            http: http.clone(),
+            watcher: graceful.watcher(),
+            peer,
+        };
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(timeouts.handshake, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
+            let Some(acceptor) = tls else {
+                return connection.serve(tcp).await;
             };
-            let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-                let mut app = app.clone();
-                async move {
-                    let response = app.call(request.map(Body::new)).await;
-                    Ok::<_, Infallible>(response.unwrap_or_else(|never| match never {}))
-                }
-            });
-            let connection = http.serve_connection(TokioIo::new(tls), service);
-            if let Err(error) = watcher.watch(connection).await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+            match tokio::time::timeout(timeouts.handshake, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => connection.serve(tls).await,
+                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
@@ -118,12 +133,30 @@ pub async fn serve_tls(
     }
 }
 
-/// Serves `app` over plain HTTP (the admin port) until `shutdown` turns true.
-pub async fn serve_plain(listener: TcpListener, app: Router, mut shutdown: Shutdown) {
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stopped(&mut shutdown).await })
-        .await;
-    if let Err(error) = result {
-        tracing::warn!(%error, "the admin server stopped");
+/// One accepted connection, ready to be served.
+struct Connection {
+    app: Router,
+    http: hyper::server::conn::http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: std::net::SocketAddr,
+}
+
+impl Connection {
+    async fn serve<IO>(self, io: IO)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let app = self.app;
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let mut app = app.clone();
+            async move {
+                let response = app.call(request.map(Body::new)).await;
+                Ok::<_, Infallible>(response.unwrap_or_else(|never| match never {}))
+            }
+        });
+        let connection = self.http.serve_connection(TokioIo::new(io), service);
+        if let Err(error) = self.watcher.watch(connection).await {
+            tracing::debug!(peer = %self.peer, %error, "connection ended with an error");
+        }
     }
 }
