@@ -399,7 +399,10 @@ struct EnvelopeRequest<'a, O> {
 fn read_as<'a, O: serde::Deserialize<'a>>(body: &'a [u8]) -> usize {
     let review: Envelope<'a, O> = serde_json::from_slice(body).expect("a valid review");
     let r = review.request;
-    r.uid.len() + r.operation.len() + usize::from(r.object.is_some()) + usize::from(r.old_object.is_some())
+    r.uid.len()
+        + r.operation.len()
+        + usize::from(r.object.is_some())
+        + usize::from(r.old_object.is_some())
 }
 
 /// Time per call of `work`, after a warm-up.
@@ -428,8 +431,16 @@ fn handler_cost(snapshot: &dbward::webhook::SharedSnapshot, rounds: u32) {
     let pool: Typed = |b| read_as::<dbward::api::ConnectionPool>(b);
     let cluster: Typed = |b| read_as::<dbward::api::PostgresCluster>(b);
     for (name, endpoint, typed) in [
-        ("create-connectionpool.json", webhook::Endpoint::Mutate, pool),
-        ("create-connectionpool.json", webhook::Endpoint::Validate, pool),
+        (
+            "create-connectionpool.json",
+            webhook::Endpoint::Mutate,
+            pool,
+        ),
+        (
+            "create-connectionpool.json",
+            webhook::Endpoint::Validate,
+            pool,
+        ),
         (
             "update-connectionpool-immutable.json",
             webhook::Endpoint::Validate,

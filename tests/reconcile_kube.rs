@@ -375,3 +375,42 @@ async fn an_unchanged_resync_through_the_caches_asks_the_api_server_nothing() {
     deleting.metadata.deletion_timestamp = Some(dbward::reconcile::status::now());
     reconcile(Arc::new(deleting), state.clone()).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_connector_outside_dbwards_namespace_is_never_read() {
+    // A DatabaseService stored while the webhook was away, pointing at a tenant's Secret.
+    let objects = vec![
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "fake-admin", "namespace": "team",
+                         "labels": {"dbward.dev/connector-type": "shared-database"}},
+            "data": {"endpoint": "MTI3LjAuMC4x", "port": base64("5432"),
+                     "user": "cG9zdGdyZXM=", "password": "", "type": "cG9zdGdyZXM="}
+        }),
+        json!({
+            "apiVersion": "dbward.dev/v1alpha1", "kind": "DatabaseService",
+            "metadata": {"name": "svc"},
+            "spec": {"engine": "postgres", "project": "proj",
+                     "connectorSecretRef": {"name": "fake-admin", "namespace": "team"},
+                     "allowedNamespaces": {"names": ["*"]}}
+        }),
+        json!({
+            "apiVersion": "dbward.dev/v1alpha1", "kind": "Database",
+            "metadata": {"name": "orders", "namespace": "team"},
+            "spec": {"project": "proj", "serviceName": "svc"}
+        }),
+    ];
+    let client = client(objects).await;
+    let state = Arc::new(State::new(client.clone(), NS, false));
+    let dbs: Api<Database> = Api::namespaced(client.clone(), "team");
+    let err = reconcile(Arc::new(dbs.get("orders").await.unwrap()), state.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "Invalid", "{err}");
+    assert!(
+        err.to_string()
+            .contains("spec.connectorSecretRef.namespace"),
+        "{err}"
+    );
+    assert!(state.ctx.servers().is_empty(), "no server built from it");
+}

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use crate::admission;
 
-/// Run the controllers (one replica: there is no leader election yet).
+/// Run the controllers in one process, without an election (one replica; `dbward run` elects a
+/// leader among several).
 #[derive(clap::Args, Debug)]
 pub struct ControllerArgs {
     /// A kubeconfig file (default: in-cluster configuration, else $KUBECONFIG or ~/.kube/config).
@@ -16,7 +17,7 @@ pub struct ControllerArgs {
     /// dbward's namespace (where connector Secrets live).
     #[arg(long, default_value = admission::DEFAULT_OPERATOR_NAMESPACE)]
     pub namespace: String,
-    /// Serve /metrics and /healthz on this address (plain HTTP).
+    /// Serve /metrics, /healthz and /readyz on this address (plain HTTP).
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 }

@@ -67,6 +67,16 @@ impl<C: Cluster> Context<C> {
             .namespace
             .clone()
             .unwrap_or_else(|| self.operator_namespace.clone());
+        // Admission refuses any other namespace; a service stored while the webhook was away
+        // must not make dbward read (and use) a Secret of another namespace either.
+        if namespace != self.operator_namespace {
+            return Err(Error::Invalid {
+                message: format!(
+                    "spec.connectorSecretRef.namespace: Invalid value: {namespace:?}: connector Secrets must be in dbward's namespace {:?}, the only one whose Secrets it reads",
+                    self.operator_namespace
+                ),
+            });
+        }
         let secret = self
             .cluster
             .get_secret(&namespace, &reference.name)

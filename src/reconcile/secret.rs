@@ -229,9 +229,11 @@ pub fn database_uri(info: &ConnectionInfo, user: &str, password: &str, database:
     }
 }
 
-/// The connector's `sslmode`, `disable` when it has none (what the engine then does).
+/// The connector's `sslmode`; `prefer` when it has none, which is what dbward itself then does
+/// (TLS when the server offers it, as libpq's default): a client told `disable` would talk in
+/// plaintext to a server that offers TLS.
 pub fn sslmode(info: &ConnectionInfo) -> String {
-    info.sslmode.clone().unwrap_or_else(|| "disable".to_owned())
+    info.sslmode.clone().unwrap_or_else(|| "prefer".to_owned())
 }
 
 #[cfg(test)]
@@ -248,6 +250,14 @@ mod tests {
             sslmode: Some("require".into()),
             ca_cert: None,
         }
+    }
+
+    #[test]
+    fn clients_are_told_to_prefer_tls_when_the_connector_says_nothing() {
+        let mut unset = info(Engine::Postgres);
+        unset.sslmode = None;
+        assert_eq!(sslmode(&unset), "prefer");
+        assert_eq!(sslmode(&info(Engine::Postgres)), "require");
     }
 
     #[test]

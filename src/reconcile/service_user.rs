@@ -535,7 +535,7 @@ mod tests {
         let data = secret::decoded_data(&s);
         assert_eq!(
             data["SERVICEUSER_DATABASE_URI"],
-            "postgres://app_user:pw@127.0.0.1:5432/orders?sslmode=disable"
+            "postgres://app_user:pw@127.0.0.1:5432/orders?sslmode=prefer"
         );
         assert!(!data.values().any(|v| v.contains("admin-secret")));
         assert_eq!(s.metadata.labels.unwrap()["team"], "a");
