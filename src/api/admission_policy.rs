@@ -32,7 +32,7 @@ pub const POLICY_NAME: &str = "default";
 #[serde(rename_all = "camelCase")]
 pub struct AdmissionPolicySpec {
     /// Rule name → `Enforce`, `Warn` or `Off`. Rules not listed keep their built-in mode
-    /// (`dbward validate --help` and the README list the rules).
+    /// (the README and docs/kinds/admissionpolicy.md list the rules).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rules: BTreeMap<String, RuleMode>,
 
