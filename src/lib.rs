@@ -9,6 +9,7 @@ pub mod certs;
 pub mod cli;
 pub mod crds;
 pub mod manifests;
+pub mod pgbouncer;
 pub mod private_file;
 pub mod reconcile;
 pub mod runtime;
