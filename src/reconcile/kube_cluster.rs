@@ -7,7 +7,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 
 use crate::api::admission_policy::POLICY_NAME;
-use crate::api::{AdmissionPolicy, AdmissionPolicySpec, DatabaseService};
+use crate::api::{AdmissionPolicy, AdmissionPolicySpec, DatabaseService, ServiceUser};
 
 use super::{Cluster, Error, FIELD_MANAGER};
 
@@ -77,6 +77,17 @@ impl Cluster for KubeCluster {
             .get_opt(name)
             .await
             .map_err(kube_error("get DatabaseService"))
+    }
+
+    async fn get_service_user(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<ServiceUser>, Error> {
+        Api::<ServiceUser>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(kube_error("get ServiceUser"))
     }
 
     async fn get_policy(&self) -> Result<AdmissionPolicySpec, Error> {
