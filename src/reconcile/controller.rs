@@ -33,7 +33,9 @@ use tracing::{info, warn};
 use crate::api::database::DatabaseStatus;
 use crate::api::database_claim::DatabaseClaimStatus;
 use crate::api::service_user::ServiceUserStatus;
-use crate::api::{CommonStatus, Database, DatabaseClaim, DatabaseService, ServiceUser};
+use crate::api::{
+    CommonStatus, ConnectionPool, Database, DatabaseClaim, DatabaseService, ServiceUser,
+};
 
 use super::kube_cluster::{KubeCluster, kube_error};
 use super::status::{Readiness, now, with_ready};
@@ -602,11 +604,12 @@ pub async fn run_controllers(
             let _ = stop.wait_for(|stop| *stop).await;
         }
     };
-    let synced = Arc::new(CacheSync::new(4, ready));
+    let synced = Arc::new(CacheSync::new(5, ready));
     let (services, services_cache) = cached::<DatabaseService>(&client, &synced);
     let (databases, databases_cache) = cached::<Database>(&client, &synced);
     let (users, users_cache) = cached::<ServiceUser>(&client, &synced);
     let (claims, claims_cache) = cached::<DatabaseClaim>(&client, &synced);
+    let (pools, pools_cache) = cached::<ConnectionPool>(&client, &synced);
     // At most this many reconciles of one kind at a time: a restart queues every object at
     // once, and unbounded, their connections, buffers and concurrent GRANTs on one database
     // (PostgreSQL's "tuple concurrently updated") all pile up together.
@@ -622,6 +625,11 @@ pub async fn run_controllers(
         .owns_stream(owned_secrets())
         .graceful_shutdown_on(stopped());
     let claims = Controller::for_stream(claims, claims_cache)
+        .with_config(limits())
+        .owns_stream(owned_secrets())
+        .graceful_shutdown_on(stopped());
+    // ConnectionPools (reconcile::pooler_kube): each realises its service's whole pooler.
+    let pools = Controller::for_stream(pools, pools_cache)
         .with_config(limits())
         .owns_stream(owned_secrets())
         .graceful_shutdown_on(stopped());
@@ -654,8 +662,15 @@ pub async fn run_controllers(
             state.clone(),
         )
         .for_each(|r| log_result("DatabaseClaim", r));
+    let pools = pools
+        .run(
+            reconcile::<ConnectionPool>,
+            error_policy::<ConnectionPool>,
+            state.clone(),
+        )
+        .for_each(|r| log_result("ConnectionPool", r));
     info!("controllers started");
-    tokio::join!(services, databases, users, claims);
+    tokio::join!(services, databases, users, claims, pools);
     info!("controllers stopped");
 }
 

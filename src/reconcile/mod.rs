@@ -21,6 +21,7 @@ pub mod kube_cluster;
 pub mod local;
 pub mod local_pooler;
 pub mod pooler;
+pub mod pooler_kube;
 pub mod pooler_objects;
 pub mod secret;
 pub mod service_user;
