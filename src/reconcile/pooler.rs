@@ -542,6 +542,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_poolers_roles_are_reserved_at_admission() {
+        use crate::admission::tenancy::POOLER_RESERVED_PREFIX;
+        assert!(ADMIN_USER.starts_with(POOLER_RESERVED_PREFIX));
+        assert!(lookup_role("x").starts_with(POOLER_RESERVED_PREFIX));
+    }
+
+    #[test]
     fn derived_names_fit_and_stay_unique() {
         assert_eq!(lookup_role("my-pg"), "dbward_pgbouncer_my_pg");
         assert_eq!(object_name("my-pg"), "my-pg-pooler");
