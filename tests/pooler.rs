@@ -14,6 +14,7 @@ use common::{free_port, unique};
 use dbward::api::PoolMode;
 use dbward::pgbouncer::admin::{Console, compare_databases};
 use dbward::pgbouncer::config::{Name, PoolEntry};
+use futures::FutureExt as _;
 
 fn dbward(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dbward"))
@@ -282,9 +283,15 @@ async fn generated_configuration_serves_pools_through_pgbouncer() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let port = free_port();
-    let result = scenario(&n, &out, port).await;
+    // Cleaned up whatever happens (an assertion in the scenario panics).
+    let result = std::panic::AssertUnwindSafe(scenario(&n, &out, port))
+        .catch_unwind()
+        .await;
     cleanup(&n).await;
-    result.unwrap();
+    match result {
+        Ok(result) => result.unwrap(),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 async fn scenario(n: &Names, out: &Path, port: u16) -> Result<(), String> {
@@ -582,4 +589,79 @@ async fn lookup_function_filters(n: &Names) {
             .any(|a| a.starts_with(&format!("{}=X", n.lookup_role()))),
         "{acl:?}"
     );
+}
+
+/// Another namespace's pools cannot use this namespace's database or user: refused with the
+/// field that names them, no Secret written, and the pools of the owner are served meanwhile.
+#[tokio::test]
+async fn pools_use_only_their_namespaces_databases_and_users() {
+    let n = Names::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let other = format!("{}-other", n.ns);
+    let other_db = format!("{}odb", n.p);
+    let mut objects = manifests(&n, &[("mine", "session", 2)]);
+    objects.push_str(&format!(
+        r#"---
+apiVersion: dbward.dev/v1alpha1
+kind: Database
+metadata: {{name: odb, namespace: {other}}}
+spec: {{project: proj, serviceName: {svc}, databaseName: {other_db}, deletionPolicy: Delete}}
+---
+apiVersion: dbward.dev/v1alpha1
+kind: ConnectionPool
+metadata: {{name: steal-db, namespace: {other}}}
+spec: {{project: proj, serviceName: {svc}, databaseName: {db}}}
+---
+apiVersion: dbward.dev/v1alpha1
+kind: ConnectionPool
+metadata: {{name: steal-user, namespace: {other}}}
+spec: {{project: proj, serviceName: {svc}, databaseName: {other_db}, username: {user}}}
+"#,
+        svc = n.svc,
+        db = n.db,
+        user = n.user,
+    ));
+    let file = tmp.path().join("objects.yaml");
+    std::fs::write(&file, objects).unwrap();
+    let run = dbward(&[
+        "reconcile",
+        "--local",
+        "-f",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--pooler-listen",
+        &format!("127.0.0.1:{}", free_port()),
+    ]);
+    let stderr = text(&run.stderr);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "connectionpool {other}/steal-db: spec.databaseName: Forbidden: database \"{}\"",
+                n.db
+            )),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "connectionpool {other}/steal-user: spec.username: Forbidden: role \"{}\"",
+                n.user
+            )),
+            "{stderr}"
+        );
+        for name in ["steal-db", "steal-user"] {
+            assert!(!out.join(format!("{other}.{name}.yaml")).exists(), "{name}");
+        }
+        assert!(out.join(format!("{}.mine.yaml", n.ns)).exists());
+        let ini =
+            std::fs::read_to_string(out.join("pooler").join(&n.svc).join("pgbouncer.ini")).unwrap();
+        assert!(ini.contains("\nmine = ") && !ini.contains("steal"), "{ini}");
+    }));
+    let _ = common::pg().drop_database(&other_db).await;
+    cleanup(&n).await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use dbward::api::{ConnectionPool, Database, DatabaseService, ServiceUser};
 use dbward::reconcile::controller::{State, reconcile};
 use dbward::reconcile::secret::decoded_data;
+use futures::FutureExt as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::Client;
@@ -104,13 +105,19 @@ async fn pooler_objects_follow_the_pools() {
     ];
     let client = client(objects).await;
     let state = Arc::new(State::new(client.clone(), NS, false));
-    let result = scenario(&client, &state, &ns, &svc, &db, &user).await;
+    // Cleaned up whatever happens (an assertion in the scenario panics).
+    let result = std::panic::AssertUnwindSafe(scenario(&client, &state, &ns, &svc, &db, &user))
+        .catch_unwind()
+        .await;
     let pg = common::pg();
     let _ = pg.drop_database(&db).await;
     for role in [user.clone(), dbward::reconcile::pooler::lookup_role(&svc)] {
         let _ = pg.drop_role(&role).await;
     }
-    result.unwrap();
+    match result {
+        Ok(result) => result.unwrap(),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 async fn scenario(
