@@ -148,13 +148,31 @@ async fn realise(
                 .push((format!("pooler/{svc}/{file}"), content.to_owned())),
         }
     }
+    let actions = secret_actions(ctx, &svc, &realised, report).await?;
+    // Secret actions only; the SQL was applied by `realise`.
+    let handle = ctx.server_for(service).await?;
+    act(&handle.server, &ctx.cluster, &actions).await
+}
+
+/// The auth Secret and the pools' Secrets to apply, and the Secrets of pools that are gone (or
+/// no longer served) to delete.
+async fn secret_actions(
+    ctx: &Context<LocalCluster>,
+    svc: &str,
+    realised: &pooler::Realised,
+    report: &mut Report,
+) -> Result<Vec<Action>, Error> {
+    let reference = display_ref("DatabaseService", None, svc);
     let existing = ctx
         .cluster
-        .get_secret(&ctx.operator_namespace, &pooler::object_name(&svc))
+        .get_secret(&ctx.operator_namespace, &pooler::object_name(svc))
         .await?;
     let mut actions: Vec<Action> = secret_action(Some(&realised.auth_secret), existing.as_ref())
         .into_iter()
         .collect();
+    for action in &actions {
+        report.changes.push(format!("{reference}: {action}"));
+    }
     let mut wanted = Vec::new();
     for pool in &realised.pools {
         let reference = display_ref("ConnectionPool", Some(&pool.namespace), &pool.name);
@@ -174,12 +192,12 @@ async fn realise(
         }
     }
     // Secrets of pools that are gone (or no longer served).
-    for stale in ctx.cluster.secrets_labelled((POOLER_LABEL, &svc)) {
+    for stale in ctx.cluster.secrets_labelled((POOLER_LABEL, svc)) {
         let key = (
             stale.metadata.namespace.clone().unwrap_or_default(),
             stale.metadata.name.clone().unwrap_or_default(),
         );
-        let is_auth = key.1 == pooler::object_name(&svc) && key.0 == ctx.operator_namespace;
+        let is_auth = key.1 == pooler::object_name(svc) && key.0 == ctx.operator_namespace;
         if !is_auth && !wanted.contains(&key) {
             let action = Action::DeleteSecret {
                 namespace: key.0,
@@ -189,9 +207,7 @@ async fn realise(
             actions.push(action);
         }
     }
-    // Secret actions only; the SQL was applied by `realise`.
-    let handle = ctx.server_for(service).await?;
-    act(&handle.server, &ctx.cluster, &actions).await
+    Ok(actions)
 }
 
 async fn remove(

@@ -128,11 +128,13 @@ pub fn build(service: &DatabaseService, namespace: &str, realised: &Realised) ->
     }
 }
 
-fn deployment(service: &DatabaseService, namespace: &str, realised: &Realised) -> Deployment {
-    let svc = service.metadata.name.clone().unwrap_or_default();
-    let name = pooler::object_name(&svc);
-    let spec = service.spec.pooler.clone().unwrap_or_default();
-    let tls_secret = spec.tls.as_ref().and_then(|t| t.secret_name.clone());
+/// The pod's volumes and the container's mounts: the ConfigMap, the auth file (and the
+/// connector's CA), and the pooler's TLS Secret when it has one.
+fn volumes(
+    name: &str,
+    realised: &Realised,
+    tls_secret: Option<String>,
+) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut auth_items = vec![KeyToPath {
         key: AUTH_FILE.to_owned(),
         path: AUTH_FILE.to_owned(),
@@ -149,7 +151,7 @@ fn deployment(service: &DatabaseService, namespace: &str, realised: &Realised) -
         Volume {
             name: "config".to_owned(),
             config_map: Some(ConfigMapVolumeSource {
-                name: name.clone(),
+                name: name.to_owned(),
                 default_mode: Some(0o444),
                 ..ConfigMapVolumeSource::default()
             }),
@@ -158,7 +160,7 @@ fn deployment(service: &DatabaseService, namespace: &str, realised: &Realised) -
         Volume {
             name: "auth".to_owned(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(name.clone()),
+                secret_name: Some(name.to_owned()),
                 // Only the files PgBouncer reads; dbward's own passwords stay out of the pod.
                 items: Some(auth_items),
                 default_mode: Some(0o440),
@@ -180,45 +182,16 @@ fn deployment(service: &DatabaseService, namespace: &str, realised: &Realised) -
         });
         mounts.push(mount("tls", TLS_DIR));
     }
-    let image = spec
-        .image
-        .clone()
-        .unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
-    let container = Container {
-        name: "pgbouncer".to_owned(),
-        image: Some(image),
-        command: Some(vec![
-            "pgbouncer".to_owned(),
-            format!("{CONFIG_DIR}/{INI_FILE}"),
-        ]),
-        ports: Some(vec![ContainerPort {
-            name: Some("pgbouncer".to_owned()),
-            container_port: i32::from(PORT),
-            protocol: Some("TCP".to_owned()),
-            ..ContainerPort::default()
-        }]),
-        readiness_probe: Some(Probe {
-            tcp_socket: Some(TCPSocketAction {
-                port: IntOrString::Int(i32::from(PORT)),
-                ..TCPSocketAction::default()
-            }),
-            period_seconds: Some(5),
-            ..Probe::default()
-        }),
-        resources: spec.resources.clone(),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
-        volume_mounts: Some(mounts),
-        ..Container::default()
-    };
+    (volumes, mounts)
+}
+
+fn deployment(service: &DatabaseService, namespace: &str, realised: &Realised) -> Deployment {
+    let svc = service.metadata.name.clone().unwrap_or_default();
+    let name = pooler::object_name(&svc);
+    let spec = service.spec.pooler.clone().unwrap_or_default();
+    let tls_secret = spec.tls.as_ref().and_then(|t| t.secret_name.clone());
+    let (volumes, mounts) = volumes(&name, realised, tls_secret);
+    let container = container(&spec, mounts);
     let mut annotations = BTreeMap::new();
     annotations.insert(
         RESTART_ANNOTATION.to_owned(),
@@ -263,6 +236,53 @@ fn deployment(service: &DatabaseService, namespace: &str, realised: &Realised) -
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
+    }
+}
+
+/// PgBouncer's container: the image, the generated configuration, a TCP readiness probe, no
+/// privileges, a read-only root file system.
+fn container(
+    spec: &crate::api::database_service::PoolerSpec,
+    mounts: Vec<VolumeMount>,
+) -> Container {
+    let image = spec
+        .image
+        .clone()
+        .unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
+    Container {
+        name: "pgbouncer".to_owned(),
+        image: Some(image),
+        command: Some(vec![
+            "pgbouncer".to_owned(),
+            format!("{CONFIG_DIR}/{INI_FILE}"),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("pgbouncer".to_owned()),
+            container_port: i32::from(PORT),
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(i32::from(PORT)),
+                ..TCPSocketAction::default()
+            }),
+            period_seconds: Some(5),
+            ..Probe::default()
+        }),
+        resources: spec.resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Container::default()
     }
 }
 
