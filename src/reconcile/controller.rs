@@ -628,10 +628,15 @@ pub async fn run_controllers(
         .with_config(limits())
         .owns_stream(owned_secrets())
         .graceful_shutdown_on(stopped());
-    // ConnectionPools (reconcile::pooler_kube): each realises its service's whole pooler.
+    // ConnectionPools (reconcile::pooler_kube): each realises its service's whole pooler, and
+    // is looked at again when a ServiceUser Secret of its namespace changes (its password).
+    let pool_store = pools_cache.clone();
     let pools = Controller::for_stream(pools, pools_cache)
         .with_config(limits())
         .owns_stream(owned_secrets())
+        .watches_stream(owned_secrets(), move |secret| {
+            super::pooler_kube::pools_to_requeue(&pool_store, &secret)
+        })
         .graceful_shutdown_on(stopped());
 
     let services = services

@@ -374,3 +374,87 @@ where
         Err(e) => Err(kube_error(verb)(e)),
     }
 }
+
+/// The pools to look at again when a Secret dbward wrote changes: when it is a ServiceUser's
+/// (its password may have changed), every pool of that namespace with a `username` (a pool
+/// Secret carries that password; an unchanged one is not rewritten).
+pub fn pools_to_requeue(
+    pools: &kube::runtime::reflector::Store<ConnectionPool>,
+    secret: &kube::core::PartialObjectMeta<Secret>,
+) -> Vec<kube::runtime::reflector::ObjectRef<ConnectionPool>> {
+    let from_user = secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == "ServiceUser");
+    if !from_user {
+        return Vec::new();
+    }
+    let namespace = secret.metadata.namespace.as_deref();
+    pools
+        .state()
+        .iter()
+        .filter(|p| p.metadata.namespace.as_deref() == namespace && p.spec.username.is_some())
+        .map(|p| kube::runtime::reflector::ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ConnectionPoolSpec, PoolMode, SecretTarget, ServiceBinding};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::runtime::{reflector, watcher};
+
+    fn pool(ns: &str, name: &str, username: Option<&str>) -> ConnectionPool {
+        let mut p = ConnectionPool::new(
+            name,
+            ConnectionPoolSpec {
+                binding: ServiceBinding {
+                    project: "p".into(),
+                    service_name: "svc".into(),
+                    auth_secret_ref: None,
+                },
+                secret: SecretTarget::default(),
+                database_name: "orders".into(),
+                username: username.map(str::to_owned),
+                pool_mode: PoolMode::Transaction,
+                pool_size: 5,
+            },
+        );
+        p.metadata.namespace = Some(ns.into());
+        p
+    }
+
+    fn secret(ns: &str, owner_kind: &str) -> kube::core::PartialObjectMeta<Secret> {
+        let mut meta = kube::core::PartialObjectMeta::<Secret>::default();
+        meta.metadata.namespace = Some(ns.into());
+        meta.metadata.owner_references = Some(vec![OwnerReference {
+            kind: owner_kind.into(),
+            ..OwnerReference::default()
+        }]);
+        meta
+    }
+
+    #[test]
+    fn a_service_users_secret_requeues_its_namespaces_pools_with_users() {
+        let (store, mut writer) = reflector::store();
+        for p in [
+            pool("a", "web", Some("app")),
+            pool("a", "anon", None),
+            pool("b", "other", Some("app")),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(p));
+        }
+        let names = |refs: Vec<reflector::ObjectRef<ConnectionPool>>| {
+            refs.into_iter().map(|r| r.name).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(pools_to_requeue(&store, &secret("a", "ServiceUser"))),
+            ["web"]
+        );
+        assert!(pools_to_requeue(&store, &secret("a", "ConnectionPool")).is_empty());
+        assert!(pools_to_requeue(&store, &secret("c", "ServiceUser")).is_empty());
+    }
+}
