@@ -261,6 +261,28 @@ async fn scenario(
     assert_eq!(after, before, "an unchanged pass writes nothing");
     assert_eq!(state.ctx.sql_writes(), writes, "and no SQL");
 
+    // The ServiceUser's password changes (its Secret): the pool Secret follows.
+    let user_secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    user_secrets
+        .patch(
+            "app",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"stringData": {"SERVICEUSER_PASSWORD": "rotated-Pw1"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let _ = reconcile(Arc::new(pools.get("web").await.unwrap()), state.clone()).await;
+    let secret: Secret = Api::namespaced(client.clone(), ns)
+        .get("web")
+        .await
+        .unwrap();
+    assert_eq!(
+        decoded_data(&secret)["CONNECTIONPOOL_PASSWORD"],
+        "rotated-Pw1"
+    );
+
     // The last pool deleted: everything of the pooler goes.
     let mut deleting = pools.get("web").await.unwrap();
     deleting.metadata.deletion_timestamp = Some(dbward::reconcile::status::now());
