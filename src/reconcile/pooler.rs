@@ -424,7 +424,9 @@ fn settings(
     };
     let client_tls = match &layout.tls_dir {
         Some(dir) => Some(ClientTls {
-            mode: TlsMode::Require,
+            // `prefer` accepts TLS without demanding it at the protocol level; hba.conf then
+            // demands it of every client (`hostssl`) but dbward's own console connection.
+            mode: TlsMode::Prefer,
             cert_file: path("spec.pooler.tls", dir, "tls.crt")?,
             key_file: path("spec.pooler.tls", dir, "tls.key")?,
             ca_file: None,
