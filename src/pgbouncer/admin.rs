@@ -136,6 +136,24 @@ impl Console {
     }
 }
 
+impl Console {
+    /// Brings PgBouncer in step with `desired`: `SHOW DATABASES`, and when it differs, `RELOAD`
+    /// and look again. Returns whether it reloaded; `Err` says what still differs (its files may
+    /// not have been refreshed yet) or why the console did not answer.
+    pub async fn bring_in_step(
+        &self,
+        desired: &[super::config::PoolEntry],
+    ) -> Result<bool, String> {
+        let shown = self.show_databases().await.map_err(|e| e.to_string())?;
+        if compare_databases(&shown, desired).is_ok() {
+            return Ok(false);
+        }
+        self.reload().await.map_err(|e| e.to_string())?;
+        let shown = self.show_databases().await.map_err(|e| e.to_string())?;
+        compare_databases(&shown, desired).map(|()| true)
+    }
+}
+
 /// Pure: whether `SHOW DATABASES` shows exactly `desired` (name, dbname, pool_mode, pool_size),
 /// and if not, a sentence saying what differs.
 pub fn compare_databases(

@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{CommonStatus, ConnectionPool, DatabaseService};
-use crate::pgbouncer::admin::{Console, compare_databases};
+use crate::pgbouncer::admin::Console;
 
 use super::connection_pool::{Endpoint, POOLER_LABEL};
 use super::controller::Reconciled;
@@ -287,28 +287,10 @@ async fn in_step(
             user: pooler::ADMIN_USER.to_owned(),
             password: realised.admin_password.clone(),
         };
-        let not_ready = |message: String| Error::PoolerNotReady {
-            message: format!("PgBouncer pod {ip}: {message}"),
-        };
-        let shown = console
-            .show_databases()
-            .await
-            .map_err(|e| not_ready(e.to_string()))?;
-        if compare_databases(&shown, &realised.entries).is_ok() {
-            continue;
-        }
-        console
-            .reload()
-            .await
-            .map_err(|e| not_ready(e.to_string()))?;
-        let shown = console
-            .show_databases()
-            .await
-            .map_err(|e| not_ready(e.to_string()))?;
-        compare_databases(&shown, &realised.entries).map_err(|e| {
-            not_ready(format!(
-                "{e} after RELOAD (the kubelet may not have refreshed the ConfigMap yet)"
-            ))
+        console.bring_in_step(&realised.entries).await.map_err(|e| Error::PoolerNotReady {
+            message: format!(
+                "PgBouncer pod {ip}: {e} (after a RELOAD the kubelet may not have refreshed the ConfigMap yet)"
+            ),
         })?;
     }
     Ok(())
