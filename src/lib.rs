@@ -13,6 +13,7 @@ pub mod duration;
 pub mod exposition;
 pub mod http;
 pub mod manifests;
+pub mod pgbouncer;
 pub mod private_file;
 pub mod reconcile;
 pub mod runtime;

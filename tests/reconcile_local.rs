@@ -22,7 +22,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// Manifests with unique names: services on both servers, a database, a user with a readWrite
-/// privilege and a claim on each, and a pool (skipped in local mode).
+/// privilege and a claim on each, and a pool (realised: PgBouncer's files and a Secret).
 fn manifests(p: &str) -> String {
     let ns = format!("{}ns", p.replace('_', "-"));
     format!(
@@ -131,7 +131,9 @@ async fn cleanup(p: &str, claim_db: &str) {
     for db in [format!("{p}pgdb"), claim_db.to_owned()] {
         let _ = pg.drop_database(&db).await;
     }
-    for role in [format!("{p}pguser"), claim_db.to_owned()] {
+    let svc = format!("{}-pg", p.trim_end_matches('_').replace('_', "-"));
+    let lookup = dbward::reconcile::pooler::lookup_role(&svc);
+    for role in [format!("{p}pguser"), claim_db.to_owned(), lookup] {
         let _ = pg.drop_role(&role).await;
     }
     let _ = my.drop_database(&format!("{p}mydb")).await;
@@ -173,9 +175,27 @@ async fn reconcile_local_twice_changes_nothing_the_second_time() {
         stdout.contains(&format!("apply Secret {ns}/pguser-creds")),
         "{stdout}"
     );
+    // The pool (no `username`): PgBouncer's files, and a Secret without credentials.
     assert!(
-        stdout.contains(&format!("connectionpool {ns}/pool: skipped")),
+        stdout.contains(&format!("connectionpool {ns}/pool: apply Secret {ns}/pool")),
         "{stdout}"
+    );
+    let svc = format!("{}-pg", p.trim_end_matches('_').replace('_', "-"));
+    let pooler = out.join("pooler").join(&svc);
+    let ini = std::fs::read_to_string(pooler.join("pgbouncer.ini")).expect("pgbouncer.ini");
+    assert!(
+        ini.contains(&format!(
+            "\npool = host=127.0.0.1 port=5432 dbname={p}pgdb pool_mode=transaction pool_size=10 "
+        )),
+        "{ini}"
+    );
+    assert!(pooler.join("hba.conf").exists() && pooler.join("userlist.txt").exists());
+    let pool_data = read_secret_data(&out.join(format!("{ns}.pool.yaml")));
+    assert_eq!(pool_data["CONNECTIONPOOL_USER"], "");
+    assert_eq!(pool_data["CONNECTIONPOOL_PASSWORD"], "");
+    assert_eq!(
+        pool_data["CONNECTIONPOOL_DATABASE_URI"],
+        "postgres://127.0.0.1:6432/pool?sslmode=disable"
     );
     assert!(!stdout.contains("no changes"));
 

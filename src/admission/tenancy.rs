@@ -28,10 +28,13 @@ pub const MYSQL_RESERVED_NAMES: [&str; 9] = [
 ];
 /// dbward's own catalog database (`sql::ownership::MYSQL_CATALOG`), reserved on both engines.
 pub const CATALOG_NAME: &str = "_dbward";
+/// The prefix of the poolers' own roles (`reconcile::pooler`: the lookup role of each service,
+/// the admin-console user), reserved on PostgreSQL so no tenant can take one first.
+pub const POOLER_RESERVED_PREFIX: &str = "dbward_pgbouncer";
 
 /// Whether `name` is one of the names dbward never manages on `engine`: the server's own roles
-/// and databases (`postgres`, `pg_*`, `template0/1`; `root`, `mysql`, `sys`, …) and dbward's
-/// catalog `_dbward`. Case-insensitive. The connector's user is reserved as well, but only the
+/// and databases (`postgres`, `pg_*`, `template0/1`; `root`, `mysql`, `sys`, …), dbward's
+/// catalog `_dbward` and, on PostgreSQL, the poolers' roles `dbward_pgbouncer*`. Case-insensitive. The connector's user is reserved as well, but only the
 /// caller knows it (see [`reserved_for_service`]).
 pub fn reserved_name(engine: Engine, name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
@@ -41,6 +44,7 @@ pub fn reserved_name(engine: Engine, name: &str) -> bool {
     match engine {
         Engine::Postgres => {
             lower.starts_with(POSTGRES_RESERVED_PREFIX)
+                || lower.starts_with(POOLER_RESERVED_PREFIX)
                 || POSTGRES_RESERVED_NAMES.contains(&lower.as_str())
         }
         Engine::Mysql => MYSQL_RESERVED_NAMES.contains(&lower.as_str()),
@@ -188,6 +192,8 @@ mod tests {
             "template0",
             "template1",
             "_dbward",
+            "dbward_pgbouncer_my_pg",
+            "dbward_pgbouncer_admin",
         ] {
             assert!(reserved_name(Engine::Postgres, name), "{name}");
         }

@@ -1,7 +1,9 @@
 //! `dbward reconcile --local`: the admission rules, plans and SQL of the controllers, without a
 //! cluster. The manifests (connector Secrets inline) name the servers; the credential Secrets
 //! dbward would write are printed, or written to `--out DIR` and read back from there on the
-//! next run, so a re-run changes nothing and keeps every password.
+//! next run, so a re-run changes nothing and keeps every password. ConnectionPools get their
+//! service's PgBouncer files under `--out/pooler/<service>/` (see
+//! [`crate::reconcile::local_pooler`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,10 +15,13 @@ use serde_json::Value;
 
 use crate::admission;
 use crate::api::admission_policy::POLICY_NAME;
-use crate::api::{self, AdmissionPolicy, Database, DatabaseClaim, DatabaseService, ServiceUser};
+use crate::api::{
+    self, AdmissionPolicy, ConnectionPool, Database, DatabaseClaim, DatabaseService, ServiceUser,
+};
 use crate::cli::validate;
 use crate::manifests::{self, Manifest};
 use crate::reconcile::local::{self, LocalCluster};
+use crate::reconcile::local_pooler;
 use crate::reconcile::{
     Applied, Context, Error, database, database_claim, database_service, display_ref, service_user,
 };
@@ -37,6 +42,11 @@ pub struct ReconcileArgs {
     /// there first) instead of printing them.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Where the PgBouncer of each service with ConnectionPools listens (`listen_addr`,
+    /// `listen_port` of the `pgbouncer.ini` written to `--out/pooler/<service>/`), and what the
+    /// pool Secrets tell clients.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:6432")]
+    pub pooler_listen: std::net::SocketAddr,
     /// dbward's namespace (where connector Secrets live).
     #[arg(long, default_value = admission::DEFAULT_OPERATOR_NAMESPACE)]
     pub namespace: String,
@@ -125,6 +135,12 @@ async fn run_local(args: &ReconcileArgs) -> ExitCode {
             cluster.add_service(service);
         }
     }
+    // A ConnectionPool's `username` reads its ServiceUser's Secret through the ServiceUser.
+    for (_, object) in admitted.iter().filter(|(m, _)| m.kind() == "ServiceUser") {
+        if let Ok(user) = parse::<ServiceUser>(object) {
+            cluster.add_service_user(user);
+        }
+    }
     // What the reconcilers' own admission re-check and ownership checks read.
     for manifest in &inputs {
         match (manifest.api_version(), manifest.kind()) {
@@ -172,10 +188,35 @@ async fn run_local(args: &ReconcileArgs) -> ExitCode {
             }
         }
     }
-    for (manifest, _) in admitted
+    let services: Vec<DatabaseService> = admitted
         .iter()
-        .filter(|(m, _)| !ORDER.contains(&m.kind()) && m.kind() != "AdmissionPolicy")
-    {
+        .filter(|(m, _)| m.kind() == "DatabaseService")
+        .filter_map(|(_, o)| serde_json::from_value::<DatabaseService>(o.clone()).ok())
+        .collect();
+    let pools: Vec<ConnectionPool> = admitted
+        .iter()
+        .filter(|(m, _)| m.kind() == "ConnectionPool")
+        .filter_map(|(_, o)| parse::<ConnectionPool>(o).ok())
+        .collect();
+    let pooled = local_pooler::reconcile_pools(
+        &ctx,
+        &services,
+        &pools,
+        args.out.as_deref(),
+        args.pooler_listen,
+    )
+    .await;
+    for line in &pooled.changes {
+        changes += 1;
+        let _ = writeln!(out, "{line}");
+    }
+    for line in &pooled.errors {
+        failed = true;
+        eprintln!("error: {line}");
+    }
+    for (manifest, _) in admitted.iter().filter(|(m, _)| {
+        !ORDER.contains(&m.kind()) && !matches!(m.kind(), "AdmissionPolicy" | "ConnectionPool")
+    }) {
         let _ = writeln!(
             out,
             "{}: skipped (local mode does not reconcile {})",
@@ -189,8 +230,15 @@ async fn run_local(args: &ReconcileArgs) -> ExitCode {
 
     let applied = ctx.cluster.applied();
     let written = match &args.out {
-        Some(dir) => write_secrets(dir, &applied),
-        None => print_secrets(&mut out, &applied),
+        Some(dir) => {
+            write_secrets(dir, &applied).and_then(|()| remove_secrets(dir, &ctx.cluster.deleted()))
+        }
+        None => print_secrets(&mut out, &applied).and_then(|()| {
+            for (path, content) in &pooled.files {
+                writeln!(out, "--- # {path}\n{}", content.trim_end()).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }),
     };
     if let Err(e) = written {
         eprintln!("error: {e}");
@@ -250,6 +298,19 @@ fn write_secrets(dir: &Path, secrets: &[Secret]) -> Result<(), String> {
         crate::private_file::write(&path, yaml.as_bytes(), true)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Removes the files of Secrets that were deleted (a pool that is gone).
+fn remove_secrets(dir: &Path, deleted: &[(String, String)]) -> Result<(), String> {
+    for (namespace, name) in deleted {
+        let path = dir.join(format!("{namespace}.{name}.yaml"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => eprintln!("removed {}", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
     }
     Ok(())
 }

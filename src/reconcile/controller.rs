@@ -31,7 +31,9 @@ use crate::admin::Admin;
 use crate::api::database::DatabaseStatus;
 use crate::api::database_claim::DatabaseClaimStatus;
 use crate::api::service_user::ServiceUserStatus;
-use crate::api::{CommonStatus, Database, DatabaseClaim, DatabaseService, ServiceUser};
+use crate::api::{
+    CommonStatus, ConnectionPool, Database, DatabaseClaim, DatabaseService, ServiceUser,
+};
 use crate::exposition::{Exposition, Type};
 
 use super::kube_cluster::{KubeCluster, kube_error};
@@ -607,12 +609,13 @@ pub async fn run_controllers(
             let _ = stop.wait_for(|stop| *stop).await;
         }
     };
-    let sync = Arc::new(CacheSync::new(7, ready.clone()));
+    let sync = Arc::new(CacheSync::new(8, ready.clone()));
     let (services, services_cache) = cached::<DatabaseService>(&client, &sync);
     let (databases, databases_cache) = cached::<Database>(&client, &sync);
     let (users, users_cache) = cached::<ServiceUser>(&client, &sync);
     let (claims, claims_cache) = cached::<DatabaseClaim>(&client, &sync);
-    let reads = read_caches::<2>(
+    let (pools, pools_cache) = cached::<ConnectionPool>(&client, &sync);
+    let reads = read_caches::<4>(
         &client,
         &state.ctx.operator_namespace,
         services_cache.clone(),
@@ -620,7 +623,12 @@ pub async fn run_controllers(
         ready,
     );
     state.ctx.cluster.use_caches(Some(reads.caches.clone()));
-    let [users_secrets, claims_secrets] = reads.owned;
+    let [
+        users_secrets,
+        claims_secrets,
+        pools_secrets,
+        pools_user_secrets,
+    ] = reads.owned;
     let policy = || each_change(reads.policy_changes.clone());
     // At most this many reconciles of one kind at a time: a restart queues every object at
     // once, and unbounded, their connections, buffers and concurrent GRANTs on one database
@@ -643,35 +651,53 @@ pub async fn run_controllers(
         .owns_stream(claims_secrets)
         .reconcile_all_on(policy())
         .graceful_shutdown_on(stopped());
+    // ConnectionPools (reconcile::pooler_kube): each realises its service's whole pooler, and
+    // is looked at again when a ServiceUser Secret of its namespace changes (its password).
+    let pool_store = pools_cache.clone();
+    let pools = Controller::for_stream(pools, pools_cache)
+        .with_config(limits())
+        .owns_stream(pools_secrets)
+        .watches_stream(pools_user_secrets, move |secret| {
+            super::pooler_kube::pools_to_requeue(&pool_store, &secret.metadata)
+        })
+        .reconcile_all_on(policy())
+        .graceful_shutdown_on(stopped());
 
     let services = services
         .run(
-            reconcile_service,
+            listed_then(reconcile_service),
             |_, _: &Error, _| Requeue::requeue(SLOW_RETRY),
             state.clone(),
         )
         .for_each(|r| log_result("DatabaseService", r));
     let databases = databases
         .run(
-            reconcile::<Database>,
+            listed_then(reconcile::<Database>),
             error_policy::<Database>,
             state.clone(),
         )
         .for_each(|r| log_result("Database", r));
     let users = users
         .run(
-            reconcile::<ServiceUser>,
+            listed_then(reconcile::<ServiceUser>),
             error_policy::<ServiceUser>,
             state.clone(),
         )
         .for_each(|r| log_result("ServiceUser", r));
     let claims = claims
         .run(
-            reconcile::<DatabaseClaim>,
+            listed_then(reconcile::<DatabaseClaim>),
             error_policy::<DatabaseClaim>,
             state.clone(),
         )
         .for_each(|r| log_result("DatabaseClaim", r));
+    let pools = pools
+        .run(
+            listed_then(reconcile::<ConnectionPool>),
+            error_policy::<ConnectionPool>,
+            state.clone(),
+        )
+        .for_each(|r| log_result("ConnectionPool", r));
     info!("controllers started");
     let fill = async {
         tokio::select! {
@@ -679,9 +705,32 @@ pub async fn run_controllers(
             () = stopped() => {}
         }
     };
-    tokio::join!(services, databases, users, claims, fill);
+    tokio::join!(services, databases, users, claims, pools, fill);
     state.ctx.cluster.use_caches(None);
     info!("controllers stopped");
+}
+
+/// How long a reconcile waits for the read caches after the controllers start.
+const CACHE_WAIT: Duration = Duration::from_secs(30);
+
+/// A reconcile under way.
+type Reconciling = std::pin::Pin<Box<dyn Future<Output = Result<Requeue, Error>> + Send>>;
+
+/// `reconcile`, once the read caches have listed (or [`CACHE_WAIT`] passed).
+fn listed_then<K, F>(
+    reconcile: impl Fn(Arc<K>, Arc<State>) -> F + Send + Sync + Clone + 'static,
+) -> impl Fn(Arc<K>, Arc<State>) -> Reconciling
+where
+    K: Send + Sync + 'static,
+    F: Future<Output = Result<Requeue, Error>> + Send + 'static,
+{
+    move |object, state| {
+        let reconcile = reconcile.clone();
+        Box::pin(async move {
+            state.ctx.cluster.caches_listed(CACHE_WAIT).await;
+            reconcile(object, state).await
+        })
+    }
 }
 
 async fn log_result<T, E: std::fmt::Display>(kind: &'static str, result: Result<T, E>) {

@@ -13,7 +13,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::admission_policy::POLICY_NAME;
-use crate::api::{AdmissionPolicy, AdmissionPolicySpec, DatabaseService};
+use crate::api::{AdmissionPolicy, AdmissionPolicySpec, DatabaseService, ServiceUser};
 
 use super::{Cluster, Error, FIELD_MANAGER};
 
@@ -77,6 +77,19 @@ impl KubeCluster {
     /// from the API server again (the controllers that kept them stopped).
     pub fn use_caches(&self, caches: Option<Arc<Caches>>) {
         self.caches.store(caches);
+    }
+
+    /// Waits, for at most `limit`, until the caches in use have listed (at once without caches):
+    /// the reconciles queued when the controllers start then read them instead of each asking
+    /// the API server.
+    pub async fn caches_listed(&self, limit: std::time::Duration) {
+        let Some(caches) = self.caches.load_full() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        while !caches.synced.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     fn synced_caches(&self) -> Option<Arc<Caches>> {
@@ -143,6 +156,17 @@ impl Cluster for KubeCluster {
             .get_opt(name)
             .await
             .map_err(kube_error("get DatabaseService"))
+    }
+
+    async fn get_service_user(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<ServiceUser>, Error> {
+        Api::<ServiceUser>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(kube_error("get ServiceUser"))
     }
 
     async fn get_policy(&self) -> Result<AdmissionPolicySpec, Error> {

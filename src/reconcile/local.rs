@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 
-use crate::api::{AdmissionPolicySpec, DatabaseService};
+use crate::api::{AdmissionPolicySpec, DatabaseService, ServiceUser};
 
 use super::{Cluster, Error};
 
@@ -19,10 +19,12 @@ type Key = (String, String);
 #[derive(Default)]
 pub struct LocalCluster {
     services: HashMap<String, DatabaseService>,
+    users: HashMap<Key, ServiceUser>,
     namespaces: HashMap<String, Namespace>,
     policy: AdmissionPolicySpec,
     secrets: Mutex<BTreeMap<Key, Secret>>,
     applied: Mutex<BTreeMap<Key, Secret>>,
+    deleted: Mutex<BTreeMap<Key, ()>>,
 }
 
 impl LocalCluster {
@@ -35,6 +37,44 @@ impl LocalCluster {
     pub fn add_service(&mut self, service: DatabaseService) {
         let name = service.metadata.name.clone().unwrap_or_default();
         self.services.insert(name, service);
+    }
+
+    /// Adds a ServiceUser (what a ConnectionPool's `username` reads its Secret through).
+    pub fn add_service_user(&mut self, user: ServiceUser) {
+        let key = (
+            user.metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_owned()),
+            user.metadata.name.clone().unwrap_or_default(),
+        );
+        self.users.insert(key, user);
+    }
+
+    /// The Secrets held (read from the manifests and `--out`, or applied) that carry `label`.
+    pub fn secrets_labelled(&self, label: (&str, &str)) -> Vec<Secret> {
+        let secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        secrets
+            .values()
+            .filter(|s| {
+                s.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(label.0))
+                    .is_some_and(|v| v == label.1)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The Secrets deleted so far that existed, by (namespace, name).
+    pub fn deleted(&self) -> Vec<(String, String)> {
+        self.deleted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Adds a Namespace (its labels are what `allowedNamespaces.selector` matches).
@@ -150,10 +190,22 @@ impl Cluster for LocalCluster {
 
     async fn delete_secret(&self, namespace: &str, name: &str) -> Result<(), Error> {
         let key = (namespace.to_owned(), name.to_owned());
-        self.secrets
+        let existed = self
+            .secrets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key)
+            .is_some();
+        self.applied
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
+        if existed {
+            self.deleted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, ());
+        }
         Ok(())
     }
 
@@ -163,6 +215,17 @@ impl Cluster for LocalCluster {
 
     fn is_complete(&self) -> bool {
         false
+    }
+
+    async fn get_service_user(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<ServiceUser>, Error> {
+        Ok(self
+            .users
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned())
     }
 
     async fn get_policy(&self) -> Result<AdmissionPolicySpec, Error> {

@@ -10,6 +10,7 @@
 //! [`kube_cluster::KubeCluster`]) and `dbward reconcile --local` ([`local::LocalCluster`]).
 //! What only a cluster has — finalizers, status, events, requeues — lives in [`controller`].
 
+pub mod connection_pool;
 pub mod context;
 pub mod controller;
 pub mod database;
@@ -18,6 +19,10 @@ pub mod database_service;
 pub mod guard;
 pub mod kube_cluster;
 pub mod local;
+pub mod local_pooler;
+pub mod pooler;
+pub mod pooler_kube;
+pub mod pooler_objects;
 pub mod secret;
 pub mod service_user;
 pub mod status;
@@ -27,7 +32,7 @@ use std::future::Future;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 
-use crate::api::{AdmissionPolicySpec, DatabaseService};
+use crate::api::{AdmissionPolicySpec, DatabaseService, ServiceUser};
 use crate::sql::{self, ConnectorError, Server, SqlAction};
 
 pub use context::Context;
@@ -153,6 +158,22 @@ pub enum Error {
         /// Cause.
         source: Box<kube::Error>,
     },
+    /// A ConnectionPool's `username` names a ServiceUser whose credentials are not there (yet):
+    /// its Secret or password is missing. Retried.
+    #[error("{field}: {message}")]
+    UserNotReady {
+        /// The field, `spec.username`.
+        field: String,
+        /// What is missing and where.
+        message: String,
+    },
+    /// The pooler (PgBouncer) does not serve the pools as desired yet: its pods do not run, its
+    /// admin console does not answer, or `SHOW DATABASES` differs. Retried.
+    #[error("{message}")]
+    PoolerNotReady {
+        /// What is wrong.
+        message: String,
+    },
     /// Local mode could not read or write a Secret file.
     #[error("{path}: {message}")]
     LocalFile {
@@ -180,6 +201,8 @@ impl Error {
             Error::Sql(e) => e.category(),
             Error::Kube { .. } => "kube_api",
             Error::LocalFile { .. } => "local_file",
+            Error::UserNotReady { .. } => "user_not_ready",
+            Error::PoolerNotReady { .. } => "pooler_not_ready",
         }
     }
 
@@ -202,6 +225,8 @@ impl Error {
             Error::Sql(_) => "SqlFailed",
             Error::Kube { .. } => "KubernetesApiFailed",
             Error::LocalFile { .. } => "LocalFileFailed",
+            Error::UserNotReady { .. } => "UserNotReady",
+            Error::PoolerNotReady { .. } => "PoolerNotReady",
         }
     }
 
@@ -257,6 +282,8 @@ impl Error {
             | Error::ServiceNotFound { .. }
             | Error::ConnectorSecretNotFound { .. }
             | Error::PasswordSecretMissing { .. }
+            | Error::UserNotReady { .. }
+            | Error::PoolerNotReady { .. }
             | Error::NotOwned { .. } => Retry::Backoff,
             // Denied and NameTaken wait for a change of the object — or of the policy, the
             // service or the server, which are looked at again every few minutes.
@@ -397,6 +424,14 @@ pub trait Cluster: Send + Sync {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<Option<DatabaseService>, Error>> + Send;
+
+    /// A ServiceUser (a ConnectionPool's `username` takes its credentials from its Secret);
+    /// `None` when it does not exist.
+    fn get_service_user(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<ServiceUser>, Error>> + Send;
 
     /// The `default` AdmissionPolicy's spec; the built-in defaults when there is none.
     fn get_policy(&self) -> impl Future<Output = Result<AdmissionPolicySpec, Error>> + Send;

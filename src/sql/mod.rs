@@ -16,6 +16,7 @@ pub mod mysql;
 pub mod ownership;
 pub mod password;
 pub mod plan;
+pub mod pooler;
 pub mod postgres;
 pub mod quote;
 

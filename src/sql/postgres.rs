@@ -330,6 +330,48 @@ impl PgServer {
         }
     }
 
+    /// A read-only query in `database`, for verbs kept in other modules (`sql::pooler`).
+    pub(crate) async fn query_in(
+        &self,
+        database: &str,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
+        check_pg_name("database", database)?;
+        self.read(database, what, sql, params).await
+    }
+
+    /// Runs `statements` in one transaction in `database` (rolled back on failure); each
+    /// counts as a write once committed. `what` names the change in errors.
+    pub(crate) async fn transaction_in(
+        &self,
+        database: &str,
+        what: &str,
+        statements: &[String],
+    ) -> Result<(), Error> {
+        check_pg_name("database", database)?;
+        let mut conn = self.conn(database).await?;
+        let mut batch = String::from("BEGIN");
+        for sql in statements {
+            batch.push_str(";\n");
+            batch.push_str(sql);
+        }
+        batch.push_str(";\nCOMMIT");
+        if let Err(e) = conn.client().batch_execute(&batch).await {
+            if conn.client().batch_execute("ROLLBACK").await.is_err() {
+                conn.discard();
+            }
+            return Err(self.classify(e, |source| Error::Apply {
+                action: what.to_owned(),
+                source,
+            }));
+        }
+        self.writes
+            .fetch_add(statements.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Probes the server.
     pub async fn probe(&self) -> Result<ServerInfo, Error> {
         let rows = self

@@ -441,8 +441,17 @@ def test_rbac_resource_names_where_intended():
     assert grants(objs, "Role", "coordination.k8s.io", "leases") == {
         "get": ["dbward-controller"], "update": ["dbward-controller"], "patch": ["dbward-controller"], "create": None}
     assert grants(objs, "Role", "", "secrets") == {
-        "get": None, "list": None, "watch": None, "create": None,
+        "get": None, "list": None, "watch": None, "create": None, "delete": None,
         "update": ["dbward-webhook-ca", "dbward-webhook-tls"]}
+    # The poolers' objects in dbward's namespace only; nothing cluster-wide.
+    pooler = {v: None for v in ("get", "create", "patch", "delete")}
+    assert grants(objs, "Role", "apps", "deployments") == pooler
+    assert grants(objs, "Role", "", "services") == pooler
+    assert grants(objs, "Role", "", "configmaps") == pooler
+    assert grants(objs, "Role", "", "pods") == {"list": None}
+    for resource in ("deployments", "services", "configmaps", "pods"):
+        assert grants(objs, "ClusterRole", "apps", resource) == {}
+        assert grants(objs, "ClusterRole", "", resource) == {}
     assert grants(objs, "ClusterRole", "", "secrets") == {
         "get": None, "create": None, "patch": None, "list": None, "watch": None}
     for kind in ("databaseservices", "databases", "serviceusers", "connectionpools", "databaseclaims",

@@ -11,6 +11,7 @@
 //! One test, in steps, because the steps share one cluster and build on each other.
 
 mod harness;
+mod pooler;
 
 use harness::{Cluster, Dbward, eventually, psql};
 
@@ -376,6 +377,8 @@ fn end_to_end() {
         secret["metadata"]["labels"]["app.kubernetes.io/name"],
         "orders"
     );
+
+    pooler::a_pool_gets_its_pooler(&cluster, &dbward);
 
     // a role dropped by hand comes back (the next reconcile, triggered by any change)
     harness::psql_in("orders", "DROP OWNED BY orders_reporting");
