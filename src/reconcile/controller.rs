@@ -559,7 +559,7 @@ pub fn error_policy<K: Reconciled>(object: Arc<K>, error: &Error, state: Arc<Sta
     }
 }
 
-/// `dbward controller`: runs the four controllers until SIGTERM or Ctrl-C; serves `/metrics`,
+/// `dbward controller`: runs the five controllers until SIGTERM or Ctrl-C; serves `/metrics`,
 /// `/healthz` and `/readyz` (ready once the controllers' caches synced) on `metrics_listen`
 /// when given. One replica: `dbward run` elects a leader among several.
 pub async fn run(
@@ -589,7 +589,7 @@ pub async fn run(
     Ok(())
 }
 
-/// Runs the four controllers until `stop` turns true; each lets its running reconciles finish.
+/// Runs the five controllers until `stop` turns true; each lets its running reconciles finish.
 /// `ready` turns true once every controller's cache holds a full list.
 ///
 /// The controllers cache their own kinds, and what their reconciles read
