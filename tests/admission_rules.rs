@@ -472,6 +472,21 @@ fn pool_mode_enum_and_policy() {
 }
 
 #[test]
+fn pool_usernames_stop_where_postgresql_role_names_do() {
+    allowed(&create(
+        &with(&pool(), "/spec/username", json!("u".repeat(63))),
+        &cluster(),
+    ));
+    denied(
+        &create(
+            &with(&pool(), "/spec/username", json!("u".repeat(64))),
+            &cluster(),
+        ),
+        "spec.username: Too long: must have at most 63 bytes",
+    );
+}
+
+#[test]
 fn pool_size_bounds() {
     allowed(&create(
         &with(&pool(), "/spec/poolSize", json!(100)),

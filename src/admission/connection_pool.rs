@@ -41,7 +41,8 @@ pub(crate) fn validate(
     let reserved = Reserved::of(checker, service);
     reserved.check(checker, "spec.databaseName", &spec.database_name);
     if let Some(username) = &spec.username {
-        check_sql_name(checker, "spec.username", username, 64);
+        // A PostgreSQL role name stops at 63 bytes (NAMEDATALEN − 1); pools are PostgreSQL's.
+        check_sql_name(checker, "spec.username", username, 63);
         reserved.check(checker, "spec.username", username);
     }
     // The pool's name is the database name clients give PgBouncer.

@@ -62,7 +62,7 @@ pub struct ConnectionPoolSpec {
     /// Name of the service user used to connect to the database; clients bring their own when
     /// unset. Reserved roles (the connector's user, `postgres`, `pg_*`) are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 63))]
     pub username: Option<String>,
 
     /// Mode the pool operates in (session, transaction, statement). Defaults to transaction.
