@@ -9,13 +9,11 @@ mod pooler_support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use common::free_port;
+use common::{free_port, secret_data};
 use dbward::api::PoolMode;
 use dbward::pgbouncer::admin::{Console, compare_databases};
 use futures::FutureExt as _;
-use pooler_support::{
-    Bouncer, Names, cleanup, connect, connect_with, entry, reconcile, secret_data,
-};
+use pooler_support::{Bouncer, Names, cleanup, connect, connect_with, entry, reconcile};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_configuration_serves_pools_through_pgbouncer() {

@@ -3,6 +3,7 @@
 //! status conditions, the finalizer, quiet resyncs and deletion.
 
 mod common;
+mod fake_api;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,49 +14,14 @@ use dbward::reconcile::controller::{State, reconcile};
 use dbward::reconcile::kube_cluster::Caches;
 use dbward::reconcile::secret::decoded_data;
 use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
-use kube_fake_client::ClientBuilder;
 use serde_json::json;
 
+use fake_api::{client, counting_client};
+
 const NS: &str = "dbward-system";
-
-async fn client(objects: Vec<serde_json::Value>) -> Client {
-    counting_client(objects, Arc::default()).await
-}
-
-/// Counts every GET in `gets`.
-async fn counting_client(objects: Vec<serde_json::Value>, gets: Arc<AtomicUsize>) -> Client {
-    // kube-fake-client 0.3 registers every custom resource as namespaced, so the cluster-scoped
-    // DatabaseService is stored in `default` and a cluster-scoped GET is answered from there.
-    let services: Vec<serde_json::Value> = objects
-        .iter()
-        .filter(|o| o["kind"] == "DatabaseService")
-        .cloned()
-        .collect();
-    let interceptors = kube_fake_client::interceptor::Funcs::new().get(move |ctx| {
-        gets.fetch_add(1, Ordering::Relaxed);
-        if !ctx.namespace.is_empty() {
-            return Ok(None);
-        }
-        Ok(services
-            .iter()
-            .find(|s| s["metadata"]["name"] == ctx.name)
-            .cloned())
-    });
-    ClientBuilder::new()
-        .with_resource::<DatabaseService>()
-        .with_resource::<Database>()
-        .with_resource::<ServiceUser>()
-        .with_resource::<DatabaseClaim>()
-        .with_runtime_objects(objects)
-        .with_interceptor_funcs(interceptors)
-        .build()
-        .await
-        .expect("fake client")
-}
 
 fn base_objects(pg_port: u16) -> Vec<serde_json::Value> {
     vec![

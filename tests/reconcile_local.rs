@@ -4,11 +4,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::{Command, Output};
 
-use common::unique;
+use common::{secret_data, unique};
 
 fn dbward(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dbward"))
@@ -104,27 +102,6 @@ spec: {{project: proj, serviceName: {svc}-pg, databaseName: {p}pgdb}}
     )
 }
 
-fn read_secret_data(path: &Path) -> BTreeMap<String, String> {
-    let value: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(path).expect("secret file")).unwrap();
-    assert_eq!(value["kind"].as_str(), Some("Secret"));
-    use base64::Engine as _;
-    value["data"]
-        .as_mapping()
-        .expect("base64 data")
-        .iter()
-        .map(|(k, v)| {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(v.as_str().unwrap())
-                .unwrap();
-            (
-                k.as_str().unwrap().to_owned(),
-                String::from_utf8(bytes).unwrap(),
-            )
-        })
-        .collect()
-}
-
 async fn cleanup(p: &str, claim_db: &str) {
     let pg = common::pg();
     let my = common::my();
@@ -190,7 +167,7 @@ async fn reconcile_local_twice_changes_nothing_the_second_time() {
         "{ini}"
     );
     assert!(pooler.join("hba.conf").exists() && pooler.join("userlist.txt").exists());
-    let pool_data = read_secret_data(&out.join(format!("{ns}.pool.yaml")));
+    let pool_data = secret_data(&out.join(format!("{ns}.pool.yaml")));
     assert_eq!(pool_data["CONNECTIONPOOL_USER"], "");
     assert_eq!(pool_data["CONNECTIONPOOL_PASSWORD"], "");
     assert_eq!(
@@ -202,7 +179,7 @@ async fn reconcile_local_twice_changes_nothing_the_second_time() {
     let pg_secret = out.join(format!("{ns}.pguser-creds.yaml"));
     let my_secret = out.join(format!("{ns}.myuser.yaml"));
     let claim_secret = out.join(format!("{ns}.store.yaml"));
-    let pg_data = read_secret_data(&pg_secret);
+    let pg_data = secret_data(&pg_secret);
     let password = pg_data["SERVICEUSER_PASSWORD"].clone();
     assert!(password.len() >= 32);
     assert!(!stdout.contains(&password), "no secret on stdout");
@@ -210,9 +187,9 @@ async fn reconcile_local_twice_changes_nothing_the_second_time() {
         pg_data["SERVICEUSER_DATABASE_URI"],
         format!("postgres://{p}pguser:{password}@127.0.0.1:5432/{p}pgdb?sslmode=disable")
     );
-    assert_eq!(read_secret_data(&my_secret).len(), 7);
+    assert_eq!(secret_data(&my_secret).len(), 7);
     assert_eq!(
-        read_secret_data(&claim_secret)["DATABASECLAIM_DATABASE"],
+        secret_data(&claim_secret)["DATABASECLAIM_DATABASE"],
         claim_db
     );
 
@@ -233,10 +210,7 @@ async fn reconcile_local_twice_changes_nothing_the_second_time() {
     );
     assert!(stdout2.contains("no changes"), "{stdout2}");
     assert!(!stdout2.contains("apply Secret"), "{stdout2}");
-    assert_eq!(
-        read_secret_data(&pg_secret)["SERVICEUSER_PASSWORD"],
-        password
-    );
+    assert_eq!(secret_data(&pg_secret)["SERVICEUSER_PASSWORD"], password);
 
     cleanup(&p, &claim_db).await;
 }

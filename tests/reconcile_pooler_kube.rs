@@ -5,10 +5,11 @@
 //! last pool.
 
 mod common;
+mod fake_api;
 
 use std::sync::Arc;
 
-use dbward::api::{ConnectionPool, Database, DatabaseService, ServiceUser};
+use dbward::api::{ConnectionPool, Database, ServiceUser};
 use dbward::reconcile::controller::{State, reconcile};
 use dbward::reconcile::secret::decoded_data;
 use futures::FutureExt as _;
@@ -16,39 +17,11 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::Client;
 use kube::api::Api;
-use kube_fake_client::ClientBuilder;
 use serde_json::json;
 
-const NS: &str = "dbward-system";
+use fake_api::client;
 
-async fn client(objects: Vec<serde_json::Value>) -> Client {
-    // As in reconcile_kube.rs: the fake client stores the cluster-scoped DatabaseService in
-    // `default`; a cluster-scoped GET is answered from the list here.
-    let services: Vec<serde_json::Value> = objects
-        .iter()
-        .filter(|o| o["kind"] == "DatabaseService")
-        .cloned()
-        .collect();
-    let interceptors = kube_fake_client::interceptor::Funcs::new().get(move |ctx| {
-        if !ctx.namespace.is_empty() {
-            return Ok(None);
-        }
-        Ok(services
-            .iter()
-            .find(|s| s["metadata"]["name"] == ctx.name)
-            .cloned())
-    });
-    ClientBuilder::new()
-        .with_resource::<DatabaseService>()
-        .with_resource::<Database>()
-        .with_resource::<ServiceUser>()
-        .with_resource::<ConnectionPool>()
-        .with_runtime_objects(objects)
-        .with_interceptor_funcs(interceptors)
-        .build()
-        .await
-        .expect("fake client")
-}
+const NS: &str = "dbward-system";
 
 fn ready(pool: &ConnectionPool) -> (String, String, String) {
     let c = pool

@@ -263,11 +263,12 @@ pub fn name_taken(pool: &ConnectionPool, service: &str) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::api::{ConnectionPoolSpec, PoolMode, SecretTarget, ServiceBinding};
 
-    fn pool(ns: &str, name: &str, username: Option<&str>) -> ConnectionPool {
+    /// A pool of namespace `ns` on service `svc`, database `orders`.
+    pub(crate) fn pool(ns: &str, name: &str, username: Option<&str>) -> ConnectionPool {
         let mut p = ConnectionPool::new(
             name,
             ConnectionPoolSpec {

@@ -384,38 +384,21 @@ pub fn pools_to_requeue(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ConnectionPoolSpec, PoolMode, SecretTarget, ServiceBinding};
+    use crate::reconcile::connection_pool::tests::pool;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use kube::runtime::{reflector, watcher};
 
-    fn pool(ns: &str, name: &str, username: Option<&str>) -> ConnectionPool {
-        let mut p = ConnectionPool::new(
-            name,
-            ConnectionPoolSpec {
-                binding: ServiceBinding {
-                    project: "p".into(),
-                    service_name: "svc".into(),
-                    auth_secret_ref: None,
-                },
-                secret: SecretTarget::default(),
-                database_name: "orders".into(),
-                username: username.map(str::to_owned),
-                pool_mode: PoolMode::Transaction,
-                pool_size: 5,
-            },
-        );
-        p.metadata.namespace = Some(ns.into());
-        p
-    }
-
-    fn secret(ns: &str, owner_kind: &str) -> kube::core::PartialObjectMeta<Secret> {
-        let mut meta = kube::core::PartialObjectMeta::<Secret>::default();
-        meta.metadata.namespace = Some(ns.into());
-        meta.metadata.owner_references = Some(vec![OwnerReference {
-            kind: owner_kind.into(),
-            ..OwnerReference::default()
-        }]);
-        meta
+    /// A Secret's metadata: in `ns`, owned by an object of `owner_kind`.
+    fn secret(ns: &str, owner_kind: &str) -> ObjectMeta {
+        ObjectMeta {
+            namespace: Some(ns.into()),
+            owner_references: Some(vec![OwnerReference {
+                kind: owner_kind.into(),
+                ..OwnerReference::default()
+            }]),
+            ..ObjectMeta::default()
+        }
     }
 
     #[test]
@@ -432,13 +415,10 @@ mod tests {
             refs.into_iter().map(|r| r.name).collect::<Vec<_>>()
         };
         assert_eq!(
-            names(pools_to_requeue(
-                &store,
-                &secret("a", "ServiceUser").metadata
-            )),
+            names(pools_to_requeue(&store, &secret("a", "ServiceUser"))),
             ["web"]
         );
-        assert!(pools_to_requeue(&store, &secret("a", "ConnectionPool").metadata).is_empty());
-        assert!(pools_to_requeue(&store, &secret("c", "ServiceUser").metadata).is_empty());
+        assert!(pools_to_requeue(&store, &secret("a", "ConnectionPool")).is_empty());
+        assert!(pools_to_requeue(&store, &secret("c", "ServiceUser")).is_empty());
     }
 }

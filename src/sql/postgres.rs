@@ -352,24 +352,7 @@ impl PgServer {
     ) -> Result<(), Error> {
         check_pg_name("database", database)?;
         let mut conn = self.conn(database).await?;
-        let mut batch = String::from("BEGIN");
-        for sql in statements {
-            batch.push_str(";\n");
-            batch.push_str(sql);
-        }
-        batch.push_str(";\nCOMMIT");
-        if let Err(e) = conn.client().batch_execute(&batch).await {
-            if conn.client().batch_execute("ROLLBACK").await.is_err() {
-                conn.discard();
-            }
-            return Err(self.classify(e, |source| Error::Apply {
-                action: what.to_owned(),
-                source,
-            }));
-        }
-        self.writes
-            .fetch_add(statements.len() as u64, Ordering::Relaxed);
-        Ok(())
+        self.transaction(&mut conn, statements, what).await
     }
 
     /// Probes the server.
@@ -877,7 +860,8 @@ impl PgServer {
                         .map(|s| s.sql)
                         .collect();
                     let conn = self.conn_at(&mut current, MAINTENANCE_DATABASE).await?;
-                    self.transaction(conn, &statements, action).await?;
+                    self.transaction(conn, &statements, &action.to_string())
+                        .await?;
                 }
                 SqlAction::CreateDatabase {
                     name,
@@ -932,11 +916,12 @@ impl PgServer {
 
     /// Runs `statements` in one transaction on `conn`; rolls back on failure (and discards the
     /// connection when even that fails). Each statement counts as a write once committed.
+    /// `what` names the change in errors.
     async fn transaction(
         &self,
         conn: &mut Conn<'_>,
         statements: &[String],
-        action: &SqlAction,
+        what: &str,
     ) -> Result<(), Error> {
         let mut batch = String::from("BEGIN");
         for sql in statements {
@@ -949,7 +934,7 @@ impl PgServer {
                 conn.discard();
             }
             return Err(self.classify(e, |source| Error::Apply {
-                action: action.to_string(),
+                action: what.to_owned(),
                 source,
             }));
         }

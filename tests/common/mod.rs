@@ -297,3 +297,25 @@ pub fn hostile_markers() -> Vec<OwnerMarker> {
         OwnerMarker::new("ünïcødé-名前-🦀", "\u{202e}Kind", "\\'\\\"\\\\", None),
     ]
 }
+
+/// The decoded `data` of a Secret manifest that `dbward reconcile --local --out` wrote.
+pub fn secret_data(path: &Path) -> std::collections::BTreeMap<String, String> {
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).expect("secret file")).unwrap();
+    assert_eq!(value["kind"].as_str(), Some("Secret"));
+    use base64::Engine as _;
+    value["data"]
+        .as_mapping()
+        .expect("base64 data")
+        .iter()
+        .map(|(k, v)| {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap())
+                .unwrap();
+            (
+                k.as_str().unwrap().to_owned(),
+                String::from_utf8(bytes).unwrap(),
+            )
+        })
+        .collect()
+}

@@ -130,26 +130,6 @@ pub fn reconcile(n: &Names, out: &Path, port: u16, pools: &[(&str, &str, u32)]) 
     stdout
 }
 
-pub fn secret_data(path: &Path) -> BTreeMap<String, String> {
-    let value: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(path).expect("secret file")).unwrap();
-    use base64::Engine as _;
-    value["data"]
-        .as_mapping()
-        .expect("data")
-        .iter()
-        .map(|(k, v)| {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(v.as_str().unwrap())
-                .unwrap();
-            (
-                k.as_str().unwrap().to_owned(),
-                String::from_utf8(bytes).unwrap(),
-            )
-        })
-        .collect()
-}
-
 /// A PgBouncer on the generated configuration; killed on drop.
 pub struct Bouncer {
     child: Child,
