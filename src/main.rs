@@ -22,6 +22,12 @@ struct Cli {
 enum Command {
     /// Run dbward in a cluster: the webhook on every replica, the controllers on the one
     /// holding the leader Lease.
+    // The webhook's flags for a run without a cluster are refused here: not listed either.
+    #[command(
+        mut_arg("no_kube", |a| a.hide(true)),
+        mut_arg("policy", |a| a.hide(true)),
+        mut_arg("context", |a| a.hide(true))
+    )]
     Run(Box<dbward::runtime::RunArgs>),
     /// Check manifests offline with the admission webhook's rules.
     Validate(cli::validate::ValidateArgs),

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use dbward::api::{Database, DatabaseClaim, DatabaseService, ServiceUser};
 use dbward::reconcile::FINALIZER;
 use dbward::reconcile::controller::{State, reconcile};
-use dbward::reconcile::kube_cluster::Caches;
+use dbward::reconcile::kube_cluster::{Caches, PoolerCaches};
 use dbward::reconcile::secret::decoded_data;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
@@ -293,6 +293,14 @@ async fn an_unchanged_resync_through_the_caches_asks_the_api_server_nothing() {
             policies: filled(Vec::new()),
             connectors: filled(connectors.clone()),
             owned_secrets: filled(owned),
+            users: filled(Vec::new()),
+            pools: filled(Vec::new()),
+            pooler: PoolerCaches {
+                config_maps: filled(Vec::new()),
+                services: filled(Vec::new()),
+                deployments: filled(Vec::new()),
+                pods: filled(Vec::new()),
+            },
             operator_namespace: NS.to_owned(),
             synced: synced.clone(),
         })

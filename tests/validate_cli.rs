@@ -340,3 +340,37 @@ fn a_file_without_dbward_objects_is_warned_about() {
         "{stderr}"
     );
 }
+
+/// `dbward run` shares the webhook's flags but refuses those of a run without a cluster: its
+/// help does not offer them, and using one still says why it is refused.
+#[test]
+fn run_help_lists_only_the_flags_run_accepts() {
+    let (code, stdout, _) = text(&dbward(&["run", "--help"]));
+    assert_eq!(code, 0);
+    for refused in ["--no-kube", "--policy", "--context"] {
+        assert!(!stdout.contains(refused), "{refused} in:\n{stdout}");
+    }
+    for accepted in [
+        "--listen",
+        "--kubeconfig",
+        "--namespace",
+        "--lease-duration",
+    ] {
+        assert!(
+            stdout.contains(accepted),
+            "{accepted} missing from:\n{stdout}"
+        );
+    }
+    let (code, _, stderr) = text(&dbward(&["run", "--no-kube"]));
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("--no-kube is for `dbward webhook`"),
+        "{stderr}"
+    );
+    // The webhook keeps them.
+    let (_, stdout, _) = text(&dbward(&["webhook", "--help"]));
+    assert!(
+        stdout.contains("--no-kube") && stdout.contains("--policy"),
+        "{stdout}"
+    );
+}

@@ -13,7 +13,7 @@ use tokio_postgres::{NoTls, SimpleQueryMessage};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where the console is and how to log in.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Console {
     /// Host.
     pub host: String,

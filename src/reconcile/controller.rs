@@ -46,7 +46,7 @@ use super::{
 mod caches;
 mod service;
 
-use caches::{CacheSync, cached, each_change, read_caches};
+use caches::{CacheSync, Stores, cached, each_change, read_caches};
 
 pub use service::{IN_USE_RETRY, reconcile_service};
 
@@ -402,8 +402,21 @@ where
         let status = object.next_status(object.conditions(), Some(&pinned));
         write_status(&api, object.as_ref(), &status).await?;
     }
-    match prepared.run(&state.ctx.cluster).await {
-        Ok(applied) => {
+    let mut prepared = prepared;
+    let pending = prepared.pending.take();
+    match (prepared.run(&state.ctx.cluster).await, pending) {
+        (Ok(applied), Some(e)) => {
+            // What was applied stands; the object is not ready yet, and says why. A pass that
+            // changed something is progress: the retries start again from the shortest wait
+            // (earlier failures, e.g. a user that did not exist yet, no longer count).
+            if !applied.actions.is_empty() {
+                state.succeeded(&key);
+            }
+            announce(&state, object.as_ref(), &applied, "Reconciled").await;
+            fail(&state, &api, object.as_ref(), &e, Some(&pinned)).await;
+            Err(e)
+        }
+        (Ok(applied), None) => {
             let message = if applied.warnings.is_empty() {
                 "as desired".to_owned()
             } else {
@@ -422,7 +435,7 @@ where
             state.succeeded(&key);
             Ok(Requeue::requeue(RESYNC))
         }
-        Err(e) => {
+        (Err(e), _) => {
             fail(&state, &api, object.as_ref(), &e, Some(&pinned)).await;
             Err(e)
         }
@@ -609,7 +622,7 @@ pub async fn run_controllers(
             let _ = stop.wait_for(|stop| *stop).await;
         }
     };
-    let sync = Arc::new(CacheSync::new(8, ready.clone()));
+    let sync = Arc::new(CacheSync::new(12, ready.clone()));
     let (services, services_cache) = cached::<DatabaseService>(&client, &sync);
     let (databases, databases_cache) = cached::<Database>(&client, &sync);
     let (users, users_cache) = cached::<ServiceUser>(&client, &sync);
@@ -618,7 +631,11 @@ pub async fn run_controllers(
     let reads = read_caches::<4>(
         &client,
         &state.ctx.operator_namespace,
-        services_cache.clone(),
+        Stores {
+            services: services_cache.clone(),
+            users: users_cache.clone(),
+            pools: pools_cache.clone(),
+        },
         &sync,
         ready,
     );
@@ -653,12 +670,17 @@ pub async fn run_controllers(
         .graceful_shutdown_on(stopped());
     // ConnectionPools (reconcile::pooler_kube): each realises its service's whole pooler, and
     // is looked at again when a ServiceUser Secret of its namespace changes (its password).
+    // and when a pod of its pooler changes (turns ready: the pools can be served).
     let pool_store = pools_cache.clone();
+    let pod_pool_store = pools_cache.clone();
     let pools = Controller::for_stream(pools, pools_cache)
         .with_config(limits())
         .owns_stream(pools_secrets)
         .watches_stream(pools_user_secrets, move |secret| {
             super::pooler_kube::pools_to_requeue(&pool_store, &secret.metadata)
+        })
+        .watches_stream(reads.pooler_pods, move |pod| {
+            super::pooler_kube::pools_of_pod(&pod_pool_store, &pod.metadata)
         })
         .reconcile_all_on(policy())
         .graceful_shutdown_on(stopped());

@@ -93,6 +93,7 @@ pub async fn prepare<C: Cluster>(ctx: &Context<C>, db: &Database) -> Result<Prep
             database: Some(desired.name.clone()),
             user: None,
         },
+        pending: None,
     })
 }
 

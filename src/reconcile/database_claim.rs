@@ -272,6 +272,7 @@ pub async fn prepare<C: Cluster>(
             database: Some(names.database),
             user: Some(names.user),
         },
+        pending: None,
     })
 }
 

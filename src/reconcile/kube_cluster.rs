@@ -7,14 +7,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwapOption;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::Client;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::api::admission_policy::POLICY_NAME;
-use crate::api::{AdmissionPolicy, AdmissionPolicySpec, DatabaseService, ServiceUser};
+use crate::api::{
+    AdmissionPolicy, AdmissionPolicySpec, ConnectionPool, DatabaseService, ServiceUser,
+};
 
+use super::pooler_plan::ObjectChange;
 use super::{Cluster, Error, FIELD_MANAGER};
 
 /// The API server.
@@ -38,11 +45,32 @@ pub struct Caches {
     pub policies: Store<AdmissionPolicy>,
     pub connectors: Store<Secret>,
     pub owned_secrets: Store<Secret>,
+    /// The ServiceUser controller's own cache (a pool's `username` takes its credentials from
+    /// its user).
+    pub users: Store<ServiceUser>,
+    /// The ConnectionPool controller's own cache (a pooler serves all its service's pools).
+    pub pools: Store<ConnectionPool>,
+    /// The poolers' objects and pods in dbward's namespace.
+    pub pooler: PoolerCaches,
     /// dbward's namespace, where `connectors` are watched.
     pub operator_namespace: String,
     /// True once every one of these caches holds a full list; until then reads go to the API
     /// server.
     pub synced: Arc<AtomicBool>,
+}
+
+/// The poolers' objects in dbward's namespace, by their `dbward.dev/pooler` label: metadata only
+/// (the spec hash and the owner decide whether one is as desired), and the pods with their
+/// status (which are ready, and where their consoles listen).
+pub struct PoolerCaches {
+    /// ConfigMaps.
+    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    /// Services.
+    pub services: Store<PartialObjectMeta<Service>>,
+    /// Deployments.
+    pub deployments: Store<PartialObjectMeta<Deployment>>,
+    /// PgBouncer pods (their spec dropped).
+    pub pods: Store<Pod>,
 }
 
 impl Caches {
@@ -92,7 +120,9 @@ impl KubeCluster {
         }
     }
 
-    fn synced_caches(&self) -> Option<Arc<Caches>> {
+    /// The caches, once every one has listed (`None` until then and without caches: read the
+    /// API server).
+    pub(crate) fn synced_caches(&self) -> Option<Arc<Caches>> {
         self.caches
             .load_full()
             .filter(|c| c.synced.load(Ordering::Acquire))
@@ -118,20 +148,7 @@ impl Cluster for KubeCluster {
     }
 
     async fn apply_secret(&self, secret: &Secret) -> Result<(), Error> {
-        let namespace = secret.metadata.namespace.as_deref().unwrap_or("default");
-        let name = secret.metadata.name.as_deref().unwrap_or_default();
-        let mut body = secret.clone();
-        body.metadata.managed_fields = None;
-        body.metadata.resource_version = None;
-        Api::<Secret>::namespaced(self.client.clone(), namespace)
-            .patch(
-                name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&body),
-            )
-            .await
-            .map_err(kube_error("apply Secret"))?;
-        Ok(())
+        apply(&self.client, secret, "apply Secret").await
     }
 
     async fn delete_secret(&self, namespace: &str, name: &str) -> Result<(), Error> {
@@ -163,10 +180,45 @@ impl Cluster for KubeCluster {
         namespace: &str,
         name: &str,
     ) -> Result<Option<ServiceUser>, Error> {
+        if let Some(user) = self
+            .synced_caches()
+            .and_then(|c| c.users.get(&ObjectRef::new(name).within(namespace)))
+        {
+            return Ok(Some((*user).clone()));
+        }
         Api::<ServiceUser>::namespaced(self.client.clone(), namespace)
             .get_opt(name)
             .await
             .map_err(kube_error("get ServiceUser"))
+    }
+
+    async fn apply_object(&self, change: &ObjectChange) -> Result<(), Error> {
+        match change {
+            ObjectChange::ConfigMap(o) => apply(&self.client, o.as_ref(), "apply ConfigMap").await,
+            ObjectChange::Service(o) => apply(&self.client, o.as_ref(), "apply Service").await,
+            ObjectChange::Deployment(o) => {
+                apply(&self.client, o.as_ref(), "apply Deployment").await
+            }
+            ObjectChange::Delete {
+                kind,
+                namespace,
+                name,
+            } => {
+                let client = self.client.clone();
+                match *kind {
+                    "ConfigMap" => {
+                        delete::<ConfigMap>(client, namespace, name, "delete ConfigMap").await
+                    }
+                    "Service" => delete::<Service>(client, namespace, name, "delete Service").await,
+                    "Deployment" => {
+                        delete::<Deployment>(client, namespace, name, "delete Deployment").await
+                    }
+                    other => Err(Error::Invalid {
+                        message: format!("dbward deletes no pooler object of kind {other}"),
+                    }),
+                }
+            }
+        }
     }
 
     async fn get_policy(&self) -> Result<AdmissionPolicySpec, Error> {
@@ -186,5 +238,60 @@ impl Cluster for KubeCluster {
             .get_opt(name)
             .await
             .map_err(kube_error("get Namespace"))
+    }
+}
+
+/// Server-side applies a namespaced object as dbward built it (field manager [`FIELD_MANAGER`],
+/// forced; never its `managedFields` or `resourceVersion`).
+async fn apply<K>(client: &Client, desired: &K, verb: &'static str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let meta = desired.meta();
+    let name = meta.name.clone().unwrap_or_default();
+    let namespace = meta.namespace.as_deref().unwrap_or("default");
+    let mut object = desired.clone();
+    object.meta_mut().managed_fields = None;
+    object.meta_mut().resource_version = None;
+    let mut body = serde_json::to_value(&object).map_err(|e| Error::Invalid {
+        message: format!("cannot serialize {name}: {e}"),
+    })?;
+    body["apiVersion"] = K::api_version(&()).into();
+    body["kind"] = K::kind(&()).into();
+    Api::<K>::namespaced(client.clone(), namespace)
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(kube_error(verb))?;
+    Ok(())
+}
+
+/// Deletes a namespaced object in the background; not found is success.
+async fn delete<K>(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    verb: &'static str,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    match Api::<K>::namespaced(client, namespace)
+        .delete(name, &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(kube_error(verb)(e)),
     }
 }

@@ -209,6 +209,15 @@ impl Cluster for LocalCluster {
         Ok(())
     }
 
+    async fn apply_object(&self, change: &super::pooler_plan::ObjectChange) -> Result<(), Error> {
+        // Local mode realises a pooler as files (reconcile::local_pooler), never as objects.
+        Err(Error::Invalid {
+            message: format!(
+                "local mode does not {change}: it writes the pooler's files under --out instead"
+            ),
+        })
+    }
+
     async fn get_service(&self, name: &str) -> Result<Option<DatabaseService>, Error> {
         Ok(self.services.get(name).cloned())
     }

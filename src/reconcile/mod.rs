@@ -23,6 +23,7 @@ pub mod local_pooler;
 pub mod pooler;
 pub mod pooler_kube;
 pub mod pooler_objects;
+pub mod pooler_plan;
 pub mod secret;
 pub mod service_user;
 pub mod status;
@@ -319,6 +320,10 @@ pub enum Action {
         /// Name.
         name: String,
     },
+    /// Apply or delete one of a pooler's Kubernetes objects (the controllers only).
+    ApplyObject(Box<pooler_plan::ObjectChange>),
+    /// `RELOAD` on a PgBouncer pod's admin console.
+    ReloadPooler(Box<crate::pgbouncer::admin::Console>),
 }
 
 impl fmt::Debug for Action {
@@ -334,6 +339,9 @@ impl fmt::Debug for Action {
                 .field("namespace", namespace)
                 .field("name", name)
                 .finish(),
+            Action::ApplyObject(change) => f.debug_tuple("ApplyObject").field(change).finish(),
+            // The console's Debug redacts its password.
+            Action::ReloadPooler(console) => f.debug_tuple("ReloadPooler").field(console).finish(),
         }
     }
 }
@@ -352,6 +360,8 @@ impl fmt::Display for Action {
             Action::DeleteSecret { namespace, name } => {
                 write!(f, "delete Secret {namespace}/{name}")
             }
+            Action::ApplyObject(change) => write!(f, "{change}"),
+            Action::ReloadPooler(console) => write!(f, "RELOAD PgBouncer at {}", console.host),
         }
     }
 }
@@ -386,6 +396,9 @@ pub struct Prepared {
     pub warnings: Vec<String>,
     /// The names the object uses on the server.
     pub pinned: Pinned,
+    /// Why the object is not ready even once the plan ran (a pooler whose pods do not serve
+    /// the pools yet): reported as its failure after the actions, and retried.
+    pub pending: Option<Error>,
 }
 
 impl Prepared {
@@ -417,6 +430,13 @@ pub trait Cluster: Send + Sync {
         &self,
         namespace: &str,
         name: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Server-side applies or deletes one of a pooler's objects (the controllers' side only:
+    /// local mode writes the pooler's files instead).
+    fn apply_object(
+        &self,
+        change: &pooler_plan::ObjectChange,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// A DatabaseService; `None` when it does not exist.
@@ -468,6 +488,12 @@ pub async fn act(server: &Server, cluster: &impl Cluster, actions: &[Action]) ->
             Action::ApplySecret(secret) => cluster.apply_secret(secret).await?,
             Action::DeleteSecret { namespace, name } => {
                 cluster.delete_secret(namespace, name).await?
+            }
+            Action::ApplyObject(change) => cluster.apply_object(change).await?,
+            Action::ReloadPooler(console) => {
+                console.reload().await.map_err(|e| Error::PoolerNotReady {
+                    message: format!("RELOAD on PgBouncer pod {}: {e}", console.host),
+                })?
             }
         }
     }

@@ -1,20 +1,24 @@
 //! The ConnectionPool controller's reconcile: every pool of a service is realised together
-//! ([`pooler::realise`]), then the pooler's objects are applied in dbward's namespace (only
-//! those that differ, so an unchanged pass writes nothing), the pool's own Secret, and PgBouncer
-//! is brought in step: `SHOW DATABASES` on each ready pod through the admin console, `RELOAD`
-//! when it differs. A pooler whose pods do not run (yet) is `Ready=False`, `PoolerNotReady`,
-//! retried with backoff — never waited for. Deleting the last pool of a service removes the
-//! Deployment, Service, ConfigMap and auth Secret and the server side.
+//! ([`pooler::realise`]: the server side, and PgBouncer's files as data), then the Kubernetes
+//! side is observed (through the controllers' caches: the service's pools, its pooler's objects
+//! and ready pods, each pod's `SHOW DATABASES`), planned ([`pooler_plan::plan`], pure) and acted
+//! on by the controller like any plan: the objects that differ, the auth Secret, the pool's own
+//! Secret, and `RELOAD` on a pod that serves other pools than its files say. An unchanged pass
+//! plans nothing. A pooler whose pods do not serve the pools (yet) leaves the pool
+//! `Ready=False`, `PoolerNotReady`, retried with backoff — never waited for. Deleting the last
+//! pool of a service removes the Deployment, Service, ConfigMap and auth Secret and the server
+//! side.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{CommonStatus, ConnectionPool, DatabaseService};
@@ -24,9 +28,10 @@ use super::connection_pool::{Endpoint, POOLER_LABEL};
 use super::controller::Reconciled;
 use super::kube_cluster::{KubeCluster, kube_error};
 use super::pooler::{self, Layout, Realised};
-use super::pooler_objects::{self, AUTH_DIR, CONFIG_DIR, PORT, TLS_DIR, spec_hash};
+use super::pooler_objects::{self, AUTH_DIR, CONFIG_DIR, PORT, TLS_DIR};
+use super::pooler_plan::{self, Desired, Observed, PodState};
 use super::service_user::secret_action;
-use super::{Action, Applied, Cluster, Context, Error, FIELD_MANAGER, Pinned, Prepared, act};
+use super::{Applied, Cluster, Context, Error, Pinned, Prepared, act};
 
 impl Reconciled for ConnectionPool {
     const KIND: &'static str = "ConnectionPool";
@@ -94,18 +99,24 @@ pub fn cluster_layout(service: &DatabaseService, operator_namespace: &str) -> La
     }
 }
 
-/// The service's pools that are not being deleted (`except`: a pool to leave out, by UID).
+/// The service's pools that are not being deleted (`except`: a pool to leave out, by UID):
+/// from the pool controller's cache once it has listed, else from the API server.
 async fn pools_of(
-    client: &Client,
+    cluster: &KubeCluster,
     service: &str,
     except: Option<&str>,
 ) -> Result<Vec<ConnectionPool>, Error> {
-    let list = Api::<ConnectionPool>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(kube_error("list ConnectionPools"))?;
-    Ok(list
-        .items
+    let all: Vec<ConnectionPool> = match cluster.synced_caches() {
+        Some(caches) => caches.pools.state().iter().map(|p| (**p).clone()).collect(),
+        None => {
+            Api::<ConnectionPool>::all(cluster.client().clone())
+                .list(&ListParams::default())
+                .await
+                .map_err(kube_error("list ConnectionPools"))?
+                .items
+        }
+    };
+    Ok(all
         .into_iter()
         .filter(|p| p.spec.binding.service_name == service)
         .filter(|p| p.metadata.deletion_timestamp.is_none())
@@ -113,22 +124,20 @@ async fn pools_of(
         .collect())
 }
 
-/// Realise the pool's service, apply its objects and the pool's Secret, then check PgBouncer.
-/// The pool's Secret is written even while the pooler is not ready (clients find it when it
-/// is).
+/// Realise the pool's service, observe its pooler, and plan: the objects and auth Secret that
+/// differ, the pool's own Secret, reloads. The pool's Secret is written even while the pooler
+/// is not ready (clients find it when it is).
 pub async fn prepare(ctx: &Context<KubeCluster>, pool: &ConnectionPool) -> Result<Prepared, Error> {
     let svc = pool.spec.binding.service_name.clone();
     let lock = service_lock(&svc);
     let _held = lock.lock().await;
     let (service, handle) = ctx.service(&svc).await?;
-    let client = ctx.cluster.client().clone();
-    let mut pools = pools_of(&client, &svc, None).await?;
+    let mut pools = pools_of(&ctx.cluster, &svc, None).await?;
     if !pools.iter().any(|p| p.metadata.uid == pool.metadata.uid) {
         pools.push(pool.clone());
     }
     let layout = cluster_layout(&service, &ctx.operator_namespace);
     let mut realised = pooler::realise(ctx, &service, &pools, &layout).await?;
-    apply_objects(ctx, &service, &realised).await?;
     let namespace = pool.metadata.namespace.clone().unwrap_or_default();
     let name = pool.metadata.name.clone().unwrap_or_default();
     let position = realised
@@ -143,6 +152,8 @@ pub async fn prepare(ctx: &Context<KubeCluster>, pool: &ConnectionPool) -> Resul
                 message: "the pool is not among its service's pools".to_owned(),
             })
         })?;
+    let plan = plan_pooler(ctx, &service, &realised, true).await?;
+    let mut actions = plan.actions;
     if let Some(secret) = mine {
         let existing = ctx
             .cluster
@@ -151,118 +162,163 @@ pub async fn prepare(ctx: &Context<KubeCluster>, pool: &ConnectionPool) -> Resul
                 secret.metadata.name.as_deref().unwrap_or_default(),
             )
             .await?;
-        let actions: Vec<Action> = secret_action(Some(&secret), existing.as_ref())
-            .into_iter()
-            .collect();
-        act(&handle.server, &ctx.cluster, &actions).await?;
+        actions.extend(secret_action(Some(&secret), existing.as_ref()));
     }
-    in_step(&client, &ctx.operator_namespace, &svc, &realised).await?;
     Ok(Prepared {
         server: handle.server.clone(),
-        actions: Vec::new(),
+        actions,
         warnings: vec![format!(
             "served by PgBouncer at {}:{}",
             layout.endpoint.host, layout.endpoint.port
         )],
         pinned: Pinned::default(),
+        pending: plan
+            .waiting
+            .map(|message| Error::PoolerNotReady { message }),
     })
 }
 
-/// The pooler's objects: the auth Secret, ConfigMap, Service and Deployment, each applied only
-/// when it differs from what is there.
-async fn apply_objects(
+/// Observes `service`'s pooler (its pods too when `pods`) and plans it towards `realised`.
+async fn plan_pooler(
     ctx: &Context<KubeCluster>,
     service: &DatabaseService,
     realised: &Realised,
-) -> Result<(), Error> {
+    pods: bool,
+) -> Result<pooler_plan::Plan, Error> {
     let namespace = ctx.operator_namespace.as_str();
-    let existing = ctx
-        .cluster
-        .get_secret(
-            namespace,
-            realised
-                .auth_secret
-                .metadata
-                .name
-                .as_deref()
-                .unwrap_or_default(),
-        )
-        .await?;
-    if let Some(Action::ApplySecret(secret)) =
-        secret_action(Some(&realised.auth_secret), existing.as_ref())
-    {
-        ctx.cluster.apply_secret(&secret).await?;
-    }
+    let svc = service.metadata.name.clone().unwrap_or_default();
     let objects = pooler_objects::build(service, namespace, realised);
-    let client = ctx.cluster.client();
-    apply_if_changed(client, namespace, &objects.config_map, "apply ConfigMap").await?;
-    apply_if_changed(client, namespace, &objects.service, "apply Service").await?;
-    apply_if_changed(client, namespace, &objects.deployment, "apply Deployment").await
-}
-
-async fn apply_if_changed<K>(
-    client: &Client,
-    namespace: &str,
-    desired: &K,
-    verb: &'static str,
-) -> Result<(), Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api = Api::<K>::namespaced(client.clone(), namespace);
-    let name = desired.meta().name.clone().unwrap_or_default();
-    let existing = api.get_opt(&name).await.map_err(kube_error(verb))?;
-    let unchanged = existing.as_ref().is_some_and(|e| {
-        spec_hash(e.meta()) == spec_hash(desired.meta()) && owners_present(e.meta(), desired.meta())
-    });
-    if unchanged {
-        return Ok(());
+    let console = Console {
+        host: String::new(),
+        port: PORT,
+        user: pooler::ADMIN_USER.to_owned(),
+        password: realised.admin_password.clone(),
+    };
+    let mut observed = observe_objects(&ctx.cluster, namespace, &svc).await?;
+    if pods {
+        observed.pods = observe_pods(&ctx.cluster, namespace, &svc, &console).await?;
     }
-    let mut body = serde_json::to_value(desired).map_err(|e| Error::Invalid {
-        message: format!("cannot serialize {name}: {e}"),
-    })?;
-    body["apiVersion"] = K::api_version(&()).into();
-    body["kind"] = K::kind(&()).into();
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(kube_error(verb))?;
-    Ok(())
+    let desired = Desired {
+        objects: &objects,
+        auth_secret: &realised.auth_secret,
+        entries: &realised.entries,
+        console,
+    };
+    Ok(pooler_plan::plan(&desired, &observed))
 }
 
-fn owners_present(have: &ObjectMeta, want: &ObjectMeta) -> bool {
-    want.owner_references.iter().flatten().all(|w| {
-        have.owner_references
-            .iter()
-            .flatten()
-            .any(|h| h.uid == w.uid)
+/// The pooler's objects as they are: through the caches (a miss is read from the API server:
+/// an object written a moment ago may not be in them yet).
+async fn observe_objects(
+    cluster: &KubeCluster,
+    namespace: &str,
+    service: &str,
+) -> Result<Observed, Error> {
+    let name = pooler::object_name(service);
+    let caches = cluster.synced_caches();
+    let pooler = caches.as_ref().map(|c| &c.pooler);
+    let client = cluster.client();
+    Ok(Observed {
+        auth_secret: cluster.get_secret(namespace, &name).await?,
+        config_map: meta_of::<ConfigMap>(
+            client,
+            pooler.map(|p| &p.config_maps),
+            namespace,
+            &name,
+            "get ConfigMap",
+        )
+        .await?,
+        service: meta_of::<Service>(
+            client,
+            pooler.map(|p| &p.services),
+            namespace,
+            &name,
+            "get Service",
+        )
+        .await?,
+        deployment: meta_of::<Deployment>(
+            client,
+            pooler.map(|p| &p.deployments),
+            namespace,
+            &name,
+            "get Deployment",
+        )
+        .await?,
+        pods: Vec::new(),
     })
 }
 
-/// PgBouncer serves what was rendered: on every ready pod, `SHOW DATABASES` equals the pools,
-/// else `RELOAD` and look again. The kubelet refreshes mounted files within its sync period, so
-/// a pod still showing the old pools after the RELOAD is reported and retried.
-async fn in_step(
+async fn meta_of<K>(
     client: &Client,
+    cache: Option<&Store<PartialObjectMeta<K>>>,
+    namespace: &str,
+    name: &str,
+    verb: &'static str,
+) -> Result<Option<ObjectMeta>, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let key = ObjectRef::new(name).within(namespace);
+    if let Some(meta) = cache.and_then(|c| c.get(&key)) {
+        return Ok(Some(meta.metadata.clone()));
+    }
+    let live = Api::<PartialObjectMeta<K>>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(kube_error(verb))?;
+    Ok(live.map(|o| o.metadata))
+}
+
+/// The service's ready PgBouncer pods (from the pod cache once it has listed) and what each
+/// console shows.
+async fn observe_pods(
+    cluster: &KubeCluster,
     namespace: &str,
     service: &str,
-    realised: &Realised,
-) -> Result<(), Error> {
-    let name = pooler::object_name(service);
-    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default().labels(&format!("{POOLER_LABEL}={service}")))
-        .await
-        .map_err(kube_error("list Pods"))?;
-    let ready: Vec<String> = pods
-        .items
-        .iter()
+    console: &Console,
+) -> Result<Vec<PodState>, Error> {
+    let pods: Vec<Pod> = match cluster.synced_caches() {
+        Some(caches) => caches
+            .pooler
+            .pods
+            .state()
+            .iter()
+            .map(|p| (**p).clone())
+            .collect(),
+        None => {
+            Api::<Pod>::namespaced(cluster.client().clone(), namespace)
+                .list(&ListParams::default().labels(&format!("{POOLER_LABEL}={service}")))
+                .await
+                .map_err(kube_error("list Pods"))?
+                .items
+        }
+    };
+    let mut states = Vec::new();
+    for ip in ready_ips(&pods, namespace, service) {
+        let console = Console {
+            host: ip.clone(),
+            ..console.clone()
+        };
+        let shown = console.show_databases().await.map_err(|e| e.to_string());
+        states.push(PodState { ip, shown });
+    }
+    Ok(states)
+}
+
+/// The addresses of `service`'s ready pooler pods in `namespace`.
+fn ready_ips(pods: &[Pod], namespace: &str, service: &str) -> Vec<String> {
+    pods.iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(POOLER_LABEL))
+                .is_some_and(|s| s == service)
+        })
         .filter(|p| {
             p.status.as_ref().is_some_and(|s| {
                 s.conditions
@@ -272,28 +328,7 @@ async fn in_step(
             })
         })
         .filter_map(|p| p.status.as_ref().and_then(|s| s.pod_ip.clone()))
-        .collect();
-    if ready.is_empty() {
-        return Err(Error::PoolerNotReady {
-            message: format!(
-                "no pod of the PgBouncer Deployment {namespace}/{name} is ready yet; the pools are configured and will be served once one is"
-            ),
-        });
-    }
-    for ip in ready {
-        let console = Console {
-            host: ip.clone(),
-            port: PORT,
-            user: pooler::ADMIN_USER.to_owned(),
-            password: realised.admin_password.clone(),
-        };
-        console.bring_in_step(&realised.entries).await.map_err(|e| Error::PoolerNotReady {
-            message: format!(
-                "PgBouncer pod {ip}: {e} (after a RELOAD the kubelet may not have refreshed the ConfigMap yet)"
-            ),
-        })?;
-    }
-    Ok(())
+        .collect()
 }
 
 /// A pool is deleted: its service's pooler is realised without it, or, when it was the last,
@@ -302,59 +337,32 @@ pub async fn cleanup(ctx: &Context<KubeCluster>, pool: &ConnectionPool) -> Resul
     let svc = pool.spec.binding.service_name.clone();
     let lock = service_lock(&svc);
     let _held = lock.lock().await;
-    let service = match ctx.service(&svc).await {
-        Ok((service, _)) => service,
+    let (service, handle) = match ctx.service(&svc).await {
+        Ok(found) => found,
         Err(Error::ServiceNotFound { name }) => return Ok(super::service_gone(&name)),
         Err(e) => return Err(e),
     };
-    let client = ctx.cluster.client().clone();
-    let others = pools_of(&client, &svc, pool.metadata.uid.as_deref()).await?;
+    let others = pools_of(&ctx.cluster, &svc, pool.metadata.uid.as_deref()).await?;
     if others.is_empty() {
         let changes = pooler::remove(ctx, &service).await?;
-        delete_objects(ctx, &svc).await?;
+        let namespace = ctx.operator_namespace.as_str();
+        let observed = observe_objects(&ctx.cluster, namespace, &svc).await?;
+        let actions = pooler_plan::plan_removal(namespace, &pooler::object_name(&svc), &observed);
+        act(&handle.server, &ctx.cluster, &actions).await?;
         return Ok(Applied {
-            actions: Vec::new(),
+            actions,
             warnings: changes,
         });
     }
     let layout = cluster_layout(&service, &ctx.operator_namespace);
     let realised = pooler::realise(ctx, &service, &others, &layout).await?;
-    apply_objects(ctx, &service, &realised).await?;
-    // Best effort: the remaining pools' reconciles report a pooler that is not in step.
-    let _ = in_step(&client, &ctx.operator_namespace, &svc, &realised).await;
-    Ok(Applied::default())
-}
-
-async fn delete_objects(ctx: &Context<KubeCluster>, service: &str) -> Result<(), Error> {
-    let name = pooler::object_name(service);
-    let namespace = ctx.operator_namespace.as_str();
-    let client = ctx.cluster.client();
-    delete::<Deployment>(client, namespace, &name, "delete Deployment").await?;
-    delete::<Service>(client, namespace, &name, "delete Service").await?;
-    delete::<ConfigMap>(client, namespace, &name, "delete ConfigMap").await?;
-    delete::<Secret>(client, namespace, &name, "delete Secret").await
-}
-
-async fn delete<K>(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    verb: &'static str,
-) -> Result<(), Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    match Api::<K>::namespaced(client.clone(), namespace)
-        .delete(name, &DeleteParams::background())
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(e) => Err(kube_error(verb)(e)),
-    }
+    // The remaining pools' reconciles report a pooler that does not serve them yet.
+    let plan = plan_pooler(ctx, &service, &realised, true).await?;
+    act(&handle.server, &ctx.cluster, &plan.actions).await?;
+    Ok(Applied {
+        actions: plan.actions,
+        warnings: Vec::new(),
+    })
 }
 
 /// The pools to look at again when a Secret dbward wrote changes: when it is a ServiceUser's
@@ -377,6 +385,23 @@ pub fn pools_to_requeue(
         .state()
         .iter()
         .filter(|p| p.metadata.namespace.as_deref() == namespace && p.spec.username.is_some())
+        .map(|p| kube::runtime::reflector::ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+/// The pools to look at again when a pooler pod changes (turns ready, goes): every pool of the
+/// service named by the pod's pooler label.
+pub fn pools_of_pod(
+    pools: &kube::runtime::reflector::Store<ConnectionPool>,
+    pod: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Vec<kube::runtime::reflector::ObjectRef<ConnectionPool>> {
+    let Some(service) = pod.labels.as_ref().and_then(|l| l.get(POOLER_LABEL)) else {
+        return Vec::new();
+    };
+    pools
+        .state()
+        .iter()
+        .filter(|p| &p.spec.binding.service_name == service)
         .map(|p| kube::runtime::reflector::ObjectRef::from_obj(p.as_ref()))
         .collect()
 }
@@ -420,5 +445,31 @@ mod tests {
         );
         assert!(pools_to_requeue(&store, &secret("a", "ConnectionPool")).is_empty());
         assert!(pools_to_requeue(&store, &secret("c", "ServiceUser")).is_empty());
+    }
+
+    #[test]
+    fn a_pooler_pod_requeues_every_pool_of_its_service_in_any_namespace() {
+        let (store, mut writer) = reflector::store();
+        let mut elsewhere = pool("b", "other", None);
+        elsewhere.spec.binding.service_name = "svc2".into();
+        for p in [
+            pool("a", "web", Some("app")),
+            pool("c", "anon", None),
+            elsewhere,
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(p));
+        }
+        let pod = |label: Option<&str>| ObjectMeta {
+            labels: label.map(|l| [(POOLER_LABEL.to_owned(), l.to_owned())].into()),
+            ..ObjectMeta::default()
+        };
+        let mut names: Vec<String> = pools_of_pod(&store, &pod(Some("svc")))
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["anon", "web"]);
+        assert!(pools_of_pod(&store, &pod(Some("nope"))).is_empty());
+        assert!(pools_of_pod(&store, &pod(None)).is_empty());
     }
 }

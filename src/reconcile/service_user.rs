@@ -283,6 +283,7 @@ pub async fn prepare<C: Cluster>(ctx: &Context<C>, user: &ServiceUser) -> Result
             database: None,
             user: Some(desired.role.name.clone()),
         },
+        pending: None,
     })
 }
 

@@ -444,11 +444,11 @@ def test_rbac_resource_names_where_intended():
         "get": None, "list": None, "watch": None, "create": None, "delete": None,
         "update": ["dbward-webhook-ca", "dbward-webhook-tls"]}
     # The poolers' objects in dbward's namespace only; nothing cluster-wide.
-    pooler = {v: None for v in ("get", "create", "patch", "delete")}
+    pooler = {v: None for v in ("get", "list", "watch", "create", "patch", "delete")}
     assert grants(objs, "Role", "apps", "deployments") == pooler
     assert grants(objs, "Role", "", "services") == pooler
     assert grants(objs, "Role", "", "configmaps") == pooler
-    assert grants(objs, "Role", "", "pods") == {"list": None}
+    assert grants(objs, "Role", "", "pods") == {"list": None, "watch": None}
     for resource in ("deployments", "services", "configmaps", "pods"):
         assert grants(objs, "ClusterRole", "apps", resource) == {}
         assert grants(objs, "ClusterRole", "", resource) == {}
