@@ -57,6 +57,7 @@ impl Admin {
                         for source in &admin.sources {
                             source(&mut text);
                         }
+                        crate::kube_requests::render(&mut text);
                         (
                             [(header::CONTENT_TYPE, exposition::CONTENT_TYPE)],
                             text.finish(),

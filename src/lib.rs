@@ -12,6 +12,7 @@ pub mod crds;
 pub mod duration;
 pub mod exposition;
 pub mod http;
+pub mod kube_requests;
 pub mod manifests;
 pub mod pgbouncer;
 pub mod private_file;

@@ -58,7 +58,8 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, Live
         }
         None => kube::Config::infer().await?,
     };
-    Ok(Client::try_from(config)?)
+    // Counted: `dbward_kube_requests_total` on /metrics.
+    Ok(crate::kube_requests::client(config)?)
 }
 
 fn dbward_resource(kind: &str) -> ApiResource {
