@@ -1618,6 +1618,10 @@ fn server_wide_flags_only_where_policy_allows() {
         &create(&flags(&mysql_user(), json!(["createdb"])), &cluster()),
         "spec.flags[0]: Forbidden: createdb is not allowed on shared services",
     );
+    // replication is PostgreSQL's alone: on MySQL one error says so, not two.
+    let v = create(&flags(&mysql_user(), json!(["replication"])), &cluster());
+    denied(&v, "spec.flags[0]: Unsupported value: \"replication\"");
+    assert_eq!(v.errors.len(), 1, "{:?}", v.errors);
     allowed(&create(
         &flags(&user(), json!(["login", "createdb"])),
         &cluster(),

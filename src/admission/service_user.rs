@@ -169,6 +169,8 @@ fn check_server_wide_flags(checker: &mut Checker<'_>, flags: &[RoleFlag], engine
     }
     for (i, flag) in flags.iter().enumerate() {
         let reach = match (flag, engine) {
+            // PostgreSQL-only: check_flags refuses it on MySQL, once.
+            (RoleFlag::Replication, Some(Engine::Mysql)) => continue,
             (RoleFlag::Replication, _) => "it can stream every tenant's data",
             (RoleFlag::Createrole, Some(Engine::Mysql)) => {
                 "on MySQL it is the global CREATE USER privilege, which can drop and rename every account"
