@@ -228,7 +228,7 @@ spec:
 
 fn ops_tls() -> Value {
     obj(
-        "apiVersion: dbward.dev/v1alpha1\nkind: DatabaseOpsRequest\nmetadata: {name: add-tls, namespace: team-a}\nspec: {type: ReconfigureTLS, serviceRef: {name: shared-pg}, tls: {sslMode: require, clientAuthMode: cert, issuerRef: {name: ca, kind: Issuer, apiGroup: cert-manager.io}}}\n",
+        "apiVersion: dbward.dev/v1alpha1\nkind: DatabaseOpsRequest\nmetadata: {name: add-tls, namespace: dbward-system}\nspec: {type: ReconfigureTLS, serviceRef: {name: shared-pg}, tls: {sslMode: require, clientAuthMode: cert, issuerRef: {name: ca, kind: Issuer, apiGroup: cert-manager.io}}}\n",
     )
 }
 
@@ -359,6 +359,43 @@ fn team_id_is_immutable() {
         &update(&old, &renamed, &cluster()),
         "spec.teamId: Invalid value: \"acid2\": field is immutable",
     );
+}
+
+#[test]
+fn reconfigure_tls_is_an_admin_action() {
+    // From dbward's namespace: accepted.
+    allowed(&create(&ops_tls(), &cluster()));
+    // From a tenant's namespace: the pooler is every tenant's, so no.
+    let tenant = with(&ops_tls(), "/metadata/namespace", json!("team-a"));
+    denied(
+        &create(&tenant, &cluster()),
+        "metadata.namespace: Forbidden: ReconfigureTLS changes the pooler every tenant of the DatabaseService shares; it is accepted only from dbward's namespace \"dbward-system\"",
+    );
+    // Unless the policy names the namespace; another namespace stays refused.
+    let allowing = policy("{limits: {poolerTlsNamespaces: [team-a]}}");
+    allowed(&create(&tenant, &allowing));
+    denied(
+        &create(
+            &with(&ops_tls(), "/metadata/namespace", json!("team-b")),
+            &allowing,
+        ),
+        "or one of spec.limits.poolerTlsNamespaces [\"team-a\"]",
+    );
+    // The rule can be made a warning like any other.
+    let warned = policy("{rules: {admin-actions: Warn}}");
+    let v = create(&tenant, &warned);
+    allowed(&v);
+    assert!(
+        v.warnings.iter().any(|w| w.contains("poolerTlsNamespaces")),
+        "{:?}",
+        v.warnings
+    );
+    // RotateCredentials is a tenant's own business: its userRef has only a name, so it always
+    // names a ServiceUser of the request's own namespace.
+    let rotate = obj(
+        "apiVersion: dbward.dev/v1alpha1\nkind: DatabaseOpsRequest\nmetadata: {name: r, namespace: team-a}\nspec: {type: RotateCredentials, userRef: {name: app}}\n",
+    );
+    allowed(&create(&rotate, &cluster()));
 }
 
 #[test]

@@ -24,7 +24,7 @@ pub(crate) fn default(defaults: &mut Defaults) {
 
 pub(crate) fn validate(
     checker: &mut Checker<'_>,
-    _meta: &Meta,
+    meta: &Meta,
     object: &Value,
     old: Option<&Value>,
 ) {
@@ -79,6 +79,7 @@ pub(crate) fn validate(
             }
         }
         OpsType::ReconfigureTLS => {
+            admin_action(checker, meta);
             if spec.user_ref.is_some() {
                 checker.report(
                     Rule::OpsRequest,
@@ -188,4 +189,27 @@ pub(crate) fn validate(
             }
         }
     }
+}
+
+/// `admin-actions`: a service's pooler serves every tenant of the service, so reconfiguring its
+/// TLS is for dbward's namespace and the namespaces the policy names.
+fn admin_action(checker: &mut Checker<'_>, meta: &Meta) {
+    let snapshot = checker.snapshot;
+    let operator_namespace = snapshot.operator_namespace.as_str();
+    let allowed = &checker.policy().limits.pooler_tls_namespaces;
+    if meta.namespace == operator_namespace || allowed.contains(&meta.namespace) {
+        return;
+    }
+    let message = format!(
+        "ReconfigureTLS changes the pooler every tenant of the DatabaseService shares; it is accepted only from dbward's namespace {operator_namespace:?}{}",
+        if allowed.is_empty() {
+            " (an admin can allow more namespaces in the AdmissionPolicy's spec.limits.poolerTlsNamespaces)".to_owned()
+        } else {
+            format!(" or one of spec.limits.poolerTlsNamespaces {allowed:?}")
+        }
+    );
+    checker.report(
+        Rule::AdminActions,
+        FieldError::forbidden("metadata.namespace", &message),
+    );
 }

@@ -64,6 +64,7 @@ rules! {
     AuthSecretRef => "auth-secret-ref", Enforce, "authSecretRef is refused: dbward administers a service only through its connector Secret";
     ConnectorSecret => "connector-secret", Enforce, "a DatabaseService's connector Secret exists, is labelled, has the required keys and agrees on the engine";
     OpsRequest => "ops-request", Enforce, "a DatabaseOpsRequest's fields fit its type";
+    AdminActions => "admin-actions", Enforce, "a ReconfigureTLS DatabaseOpsRequest comes from dbward's namespace or one of limits.poolerTlsNamespaces";
     TerminationProtection => "termination-protection", Enforce, "objects with terminationProtection cannot be deleted";
 }
 

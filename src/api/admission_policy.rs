@@ -128,6 +128,10 @@ pub struct Limits {
     /// every database's changes), and on MySQL `createdb` (the global `CREATE`, which creates
     /// tables in every database). Default false.
     pub server_wide_flags_allowed: bool,
+    /// Namespaces, besides dbward's own, whose DatabaseOpsRequests may reconfigure the TLS of a
+    /// DatabaseService's pooler. That pooler serves every tenant of the service, so by default
+    /// only dbward's namespace may (`admin-actions`). Default: none.
+    pub pooler_tls_namespaces: Vec<String>,
 }
 
 /// The built-in `limits.allowedParameters`: per-session settings an unprivileged role may set
@@ -173,6 +177,7 @@ impl Default for Limits {
             allowed_in_roles: Vec::new(),
             allowed_parameters: DEFAULT_ALLOWED_PARAMETERS.map(String::from).to_vec(),
             server_wide_flags_allowed: false,
+            pooler_tls_namespaces: Vec::new(),
         }
     }
 }

@@ -44,10 +44,12 @@ use super::{
 };
 
 mod caches;
+mod ops_request;
 mod service;
 
 use caches::{CacheSync, Stores, cached, each_change, read_caches};
 
+pub use ops_request::{Advanced, WAIT_RETRY, advance, reconcile_ops_request};
 pub use service::{IN_USE_RETRY, reconcile_service};
 
 /// How often an object that is fine is looked at again (drift repair).

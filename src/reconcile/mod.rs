@@ -20,6 +20,8 @@ pub mod guard;
 pub mod kube_cluster;
 pub mod local;
 pub mod local_pooler;
+pub mod ops_request;
+pub mod ops_request_plan;
 pub mod pooler;
 pub mod pooler_kube;
 pub mod pooler_objects;

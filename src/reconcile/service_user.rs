@@ -398,7 +398,15 @@ pub async fn observe<C: Cluster>(
         )),
         _ => None,
     };
-    role.password = password;
+    // A RotateCredentials request between its two writes: the server already holds the staged
+    // password, the Secret still the old one, which the rotation overwrites next. Setting the
+    // old one again here would undo the rotation; leave the password alone.
+    let rotating = user.spec.password_secret_ref.is_none()
+        && role_state
+            .as_ref()
+            .is_some_and(|r| r.password == sql::PasswordState::Differs)
+        && super::ops_request::rotation_in_flight(ctx, user, &handle.server, &role.name).await?;
+    role.password = if rotating { None } else { password };
     let observed = Observed {
         privileges: held.remove(&role.name).unwrap_or_default(),
         role: role_state,

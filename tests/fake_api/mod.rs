@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use dbward::api::{ConnectionPool, Database, DatabaseClaim, DatabaseService, ServiceUser};
+use dbward::api::{
+    ConnectionPool, Database, DatabaseClaim, DatabaseOpsRequest, DatabaseService, ServiceUser,
+};
 use kube::Client;
 use kube_fake_client::ClientBuilder;
 
@@ -39,6 +41,7 @@ pub async fn counting_client(objects: Vec<serde_json::Value>, gets: Arc<AtomicUs
         .with_resource::<ServiceUser>()
         .with_resource::<DatabaseClaim>()
         .with_resource::<ConnectionPool>()
+        .with_resource::<DatabaseOpsRequest>()
         .with_runtime_objects(objects)
         .with_interceptor_funcs(interceptors)
         .build()

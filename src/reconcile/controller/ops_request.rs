@@ -1,0 +1,287 @@
+//! The DatabaseOpsRequest controller: observes a request's target and the other requests on
+//! it, asks the step machine ([`crate::reconcile::ops_request_plan`]) for the next transition,
+//! runs it and records it in `status` — one status write and one event per transition. A
+//! reconcile carries on with the object the status write returned until the request waits or
+//! is finished, so a stale cache never makes it run a step twice within one reconcile, and
+//! every step is idempotent for the reconcile that comes after a restart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::EventType;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::api::database_ops_request::{DatabaseOpsRequestStatus, OpsType};
+use crate::api::{DatabaseOpsRequest, ServiceUser};
+use crate::reconcile::kube_cluster::kube_error;
+use crate::reconcile::ops_request::{self, StepError};
+use crate::reconcile::ops_request_plan::{self as machine, Next, Observed, Queued, Record};
+use crate::reconcile::status::now;
+use crate::reconcile::{Cluster, Error, FIELD_MANAGER};
+
+use super::State;
+
+/// How often a waiting request looks again (the request it waits for, its target's `Ready`).
+pub const WAIT_RETRY: Duration = Duration::from_secs(5);
+/// At most this many transitions in one reconcile (a request has a handful).
+const MAX_TRANSITIONS: usize = 10;
+
+const KIND: &str = "DatabaseOpsRequest";
+
+/// One reconcile: transitions until the request waits, is finished, or a step must be retried.
+pub async fn reconcile_ops_request(
+    request: Arc<DatabaseOpsRequest>,
+    state: Arc<State>,
+) -> Result<Requeue, Error> {
+    let mut request = request.as_ref().clone();
+    for _ in 0..MAX_TRANSITIONS {
+        match advance(&state, &request).await {
+            Ok(Advanced::Next(updated)) => request = *updated,
+            Ok(Advanced::Stop(requeue)) => {
+                state.metrics.count(KIND, "ok");
+                return Ok(requeue);
+            }
+            Err(e) => {
+                state.metrics.count(KIND, e.category());
+                return Err(e);
+            }
+        }
+    }
+    Ok(Requeue::requeue(Duration::ZERO))
+}
+
+/// What one transition led to.
+#[derive(Debug)]
+pub enum Advanced {
+    /// A transition was recorded; the request as the status write returned it.
+    Next(Box<DatabaseOpsRequest>),
+    /// Nothing more to do now.
+    Stop(Requeue),
+}
+
+/// The other requests on the same target (the target is named by the request's own
+/// namespace and `userRef`, or by `serviceRef` for ReconfigureTLS).
+async fn queue(state: &State, request: &DatabaseOpsRequest) -> Result<Vec<Queued>, Error> {
+    let same_target = |other: &DatabaseOpsRequest| {
+        other.spec.op_type == request.spec.op_type
+            && match request.spec.op_type {
+                OpsType::RotateCredentials => other.spec.user_ref == request.spec.user_ref,
+                OpsType::ReconfigureTLS => other.spec.service_ref == request.spec.service_ref,
+            }
+    };
+    let api: Api<DatabaseOpsRequest> = match request.spec.op_type {
+        OpsType::RotateCredentials => Api::namespaced(
+            state.client(),
+            request.namespace().as_deref().unwrap_or("default"),
+        ),
+        OpsType::ReconfigureTLS => Api::all(state.client()),
+    };
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_error("list DatabaseOpsRequests"))?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|o| same_target(o))
+        .map(|o| Queued {
+            name: o.name_any(),
+            created: o.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            phase: o.status.as_ref().and_then(|s| s.phase.clone()),
+        })
+        .collect())
+}
+
+/// One transition of `request`.
+pub async fn advance(state: &State, request: &DatabaseOpsRequest) -> Result<Advanced, Error> {
+    let status = request.status.as_ref();
+    if machine::steps(request.spec.op_type).is_none()
+        || matches!(
+            status.and_then(|s| s.phase.as_deref()),
+            Some(machine::SUCCESSFUL | machine::FAILED)
+        )
+    {
+        return Ok(Advanced::Stop(Requeue::await_change()));
+    }
+    let namespace = request.namespace().unwrap_or_default();
+    let Some(user_ref) = request.spec.user_ref.as_ref().map(|r| r.name.clone()) else {
+        let failed = Record::Failed {
+            step: machine::Step::GenerateCredentials,
+            reason: "Invalid",
+            message: "spec.userRef: Required value: RotateCredentials names the ServiceUser to rotate",
+        };
+        return finish(state, request, &failed, EventType::Warning).await;
+    };
+    let user: Option<ServiceUser> = state
+        .ctx
+        .cluster
+        .get_service_user(&namespace, &user_ref)
+        .await?;
+    let queued = queue(state, request).await?;
+    let observed = Observed {
+        target: ops_request::target_state(&user_ref, user.as_ref()),
+        blocked_by: machine::first_in_line(
+            &request.name_any(),
+            request.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            &queued,
+        )
+        .map(|q| q.name.clone()),
+        now: jiff::Timestamp::now(),
+    };
+    match machine::next(&request.spec, status, &observed) {
+        Next::Nothing => Ok(Advanced::Stop(Requeue::await_change())),
+        Next::Wait { reason, message } => {
+            let record = Record::Pending {
+                reason,
+                message: &message,
+            };
+            let next = machine::record(
+                request.spec.op_type,
+                status,
+                request.metadata.generation,
+                &record,
+                &now(),
+            );
+            if status != Some(&next) {
+                write(state, request, &next).await?;
+                state
+                    .publish(request, EventType::Normal, reason, message.clone())
+                    .await;
+            }
+            Ok(Advanced::Stop(Requeue::requeue(WAIT_RETRY)))
+        }
+        Next::Start => transition(state, request, &Record::Started, EventType::Normal).await,
+        Next::Run(step) => {
+            let Some(user) = user else {
+                // The machine fails a started request whose target is missing.
+                return Ok(Advanced::Stop(Requeue::requeue(WAIT_RETRY)));
+            };
+            match ops_request::run_step(&state.ctx, request, &user, step).await {
+                Ok(message) => {
+                    let record = Record::StepDone {
+                        step,
+                        message: &message,
+                    };
+                    transition(state, request, &record, EventType::Normal).await
+                }
+                Err(StepError::Retry(e)) => {
+                    warn!(kind = KIND, namespace = %namespace, name = %request.name_any(), step = step.condition(), category = e.category(), error = %e, "step failed; retrying");
+                    state
+                        .publish(
+                            request,
+                            EventType::Warning,
+                            step.failure(),
+                            e.public_message(),
+                        )
+                        .await;
+                    Err(e)
+                }
+                Err(StepError::Fail { reason, message }) => {
+                    let record = Record::Failed {
+                        step,
+                        reason,
+                        message: &message,
+                    };
+                    finish(state, request, &record, EventType::Warning).await
+                }
+            }
+        }
+        Next::Succeed => finish(state, request, &Record::Succeeded, EventType::Normal).await,
+        Next::Fail {
+            step,
+            reason,
+            message,
+        } => {
+            let record = Record::Failed {
+                step,
+                reason,
+                message: &message,
+            };
+            finish(state, request, &record, EventType::Warning).await
+        }
+    }
+}
+
+/// Records a transition and announces it; the request carries on.
+async fn transition(
+    state: &State,
+    request: &DatabaseOpsRequest,
+    record: &Record<'_>,
+    type_: EventType,
+) -> Result<Advanced, Error> {
+    let next = machine::record(
+        request.spec.op_type,
+        request.status.as_ref(),
+        request.metadata.generation,
+        record,
+        &now(),
+    );
+    let updated = write(state, request, &next).await?;
+    announce(state, request, &next, type_).await;
+    Ok(Advanced::Next(Box::new(updated)))
+}
+
+/// Records the last transition (Successful or Failed) and announces it. The staging Secret
+/// goes first: after a failure between the server's and the Secret's write, the ServiceUser
+/// reconciler then sets the Secret's (old) password on the server again, so the two agree.
+async fn finish(
+    state: &State,
+    request: &DatabaseOpsRequest,
+    record: &Record<'_>,
+    type_: EventType,
+) -> Result<Advanced, Error> {
+    if let Some(user) = &request.spec.user_ref {
+        ops_request::finish(&state.ctx, request, &user.name).await?;
+    }
+    transition(state, request, record, type_).await?;
+    Ok(Advanced::Stop(Requeue::await_change()))
+}
+
+/// One event per transition: the newest condition's reason and message.
+async fn announce(
+    state: &State,
+    request: &DatabaseOpsRequest,
+    status: &DatabaseOpsRequestStatus,
+    type_: EventType,
+) {
+    let Some(latest) = status
+        .conditions
+        .iter()
+        .max_by_key(|c| c.last_transition_time.0)
+    else {
+        return;
+    };
+    info!(kind = KIND, namespace = request.namespace().as_deref(), name = %request.name_any(), phase = status.phase.as_deref(), step = %latest.type_, "ops request");
+    state
+        .publish(request, type_, &latest.reason, latest.message.clone())
+        .await;
+}
+
+/// Writes the status (server-side apply on the status subresource) and returns the request
+/// as stored.
+async fn write(
+    state: &State,
+    request: &DatabaseOpsRequest,
+    status: &DatabaseOpsRequestStatus,
+) -> Result<DatabaseOpsRequest, Error> {
+    let api: Api<DatabaseOpsRequest> = Api::namespaced(
+        state.client(),
+        request.namespace().as_deref().unwrap_or("default"),
+    );
+    let body = json!({
+        "apiVersion": crate::api::API_VERSION,
+        "kind": KIND,
+        "status": status,
+    });
+    api.patch_status(
+        &request.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(kube_error("patch status"))
+}
