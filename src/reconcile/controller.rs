@@ -32,7 +32,8 @@ use crate::api::database::DatabaseStatus;
 use crate::api::database_claim::DatabaseClaimStatus;
 use crate::api::service_user::ServiceUserStatus;
 use crate::api::{
-    CommonStatus, ConnectionPool, Database, DatabaseClaim, DatabaseService, ServiceUser,
+    CommonStatus, ConnectionPool, Database, DatabaseClaim, DatabaseOpsRequest, DatabaseService,
+    ServiceUser,
 };
 use crate::exposition::{Exposition, Type};
 
@@ -49,7 +50,9 @@ mod service;
 
 use caches::{CacheSync, Stores, cached, each_change, read_caches};
 
-pub use ops_request::{Advanced, WAIT_RETRY, advance, reconcile_ops_request};
+pub use ops_request::{
+    Advanced, WAIT_RETRY, advance, ops_request_error_policy, reconcile_ops_request,
+};
 pub use service::{IN_USE_RETRY, reconcile_service};
 
 /// How often an object that is fine is looked at again (drift repair).
@@ -574,7 +577,7 @@ pub fn error_policy<K: Reconciled>(object: Arc<K>, error: &Error, state: Arc<Sta
     }
 }
 
-/// `dbward controller`: runs the five controllers until SIGTERM or Ctrl-C; serves `/metrics`,
+/// `dbward controller`: runs the six controllers until SIGTERM or Ctrl-C; serves `/metrics`,
 /// `/healthz` and `/readyz` (ready once the controllers' caches synced) on `metrics_listen`
 /// when given. One replica: `dbward run` elects a leader among several.
 pub async fn run(
@@ -604,7 +607,7 @@ pub async fn run(
     Ok(())
 }
 
-/// Runs the five controllers until `stop` turns true; each lets its running reconciles finish.
+/// Runs the six controllers until `stop` turns true; each lets its running reconciles finish.
 /// `ready` turns true once every controller's cache holds a full list.
 ///
 /// The controllers cache their own kinds, and what their reconciles read
@@ -624,12 +627,13 @@ pub async fn run_controllers(
             let _ = stop.wait_for(|stop| *stop).await;
         }
     };
-    let sync = Arc::new(CacheSync::new(12, ready.clone()));
+    let sync = Arc::new(CacheSync::new(13, ready.clone()));
     let (services, services_cache) = cached::<DatabaseService>(&client, &sync);
     let (databases, databases_cache) = cached::<Database>(&client, &sync);
     let (users, users_cache) = cached::<ServiceUser>(&client, &sync);
     let (claims, claims_cache) = cached::<DatabaseClaim>(&client, &sync);
     let (pools, pools_cache) = cached::<ConnectionPool>(&client, &sync);
+    let (ops, ops_cache) = cached::<DatabaseOpsRequest>(&client, &sync);
     let reads = read_caches::<4>(
         &client,
         &state.ctx.operator_namespace,
@@ -686,6 +690,11 @@ pub async fn run_controllers(
         })
         .reconcile_all_on(policy())
         .graceful_shutdown_on(stopped());
+    // DatabaseOpsRequests (controller/ops_request.rs): one-shot; a waiting one looks again
+    // every WAIT_RETRY, a finished one is never run again.
+    let ops = Controller::for_stream(ops, ops_cache)
+        .with_config(limits())
+        .graceful_shutdown_on(stopped());
 
     let services = services
         .run(
@@ -722,6 +731,13 @@ pub async fn run_controllers(
             state.clone(),
         )
         .for_each(|r| log_result("ConnectionPool", r));
+    let ops = ops
+        .run(
+            listed_then(reconcile_ops_request),
+            ops_request_error_policy,
+            state.clone(),
+        )
+        .for_each(|r| log_result("DatabaseOpsRequest", r));
     info!("controllers started");
     let fill = async {
         tokio::select! {
@@ -729,7 +745,7 @@ pub async fn run_controllers(
             () = stopped() => {}
         }
     };
-    tokio::join!(services, databases, users, claims, pools, fill);
+    tokio::join!(services, databases, users, claims, pools, ops, fill);
     state.ctx.cluster.use_caches(None);
     info!("controllers stopped");
 }

@@ -453,7 +453,7 @@ def test_rbac_resource_names_where_intended():
         assert grants(objs, "ClusterRole", "apps", resource) == {}
         assert grants(objs, "ClusterRole", "", resource) == {}
     assert grants(objs, "ClusterRole", "", "secrets") == {
-        "get": None, "create": None, "patch": None, "list": None, "watch": None}
+        "get": None, "create": None, "patch": None, "delete": None, "list": None, "watch": None}
     for kind in ("databaseservices", "databases", "serviceusers", "connectionpools", "databaseclaims",
                  "postgresclusters", "databasequeryresources", "databaseopsrequests", "admissionpolicies"):
         assert grants(objs, "ClusterRole", "dbward.dev", kind) == {

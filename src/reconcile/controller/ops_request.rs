@@ -21,12 +21,15 @@ use crate::reconcile::kube_cluster::kube_error;
 use crate::reconcile::ops_request::{self, StepError};
 use crate::reconcile::ops_request_plan::{self as machine, Next, Observed, Queued, Record};
 use crate::reconcile::status::now;
-use crate::reconcile::{Cluster, Error, FIELD_MANAGER};
+use crate::reconcile::{Cluster, Error, FIELD_MANAGER, Retry};
 
 use super::State;
 
 /// How often a waiting request looks again (the request it waits for, its target's `Ready`).
 pub const WAIT_RETRY: Duration = Duration::from_secs(5);
+/// How often a step whose fix lies outside the request (a connector, a denied user) is tried
+/// again; sooner than the other kinds' five minutes because a step has a timeout.
+pub const SLOW_STEP_RETRY: Duration = Duration::from_secs(60);
 /// At most this many transitions in one reconcile (a request has a handful).
 const MAX_TRANSITIONS: usize = 10;
 
@@ -43,6 +46,11 @@ pub async fn reconcile_ops_request(
             Ok(Advanced::Next(updated)) => request = *updated,
             Ok(Advanced::Stop(requeue)) => {
                 state.metrics.count(KIND, "ok");
+                state.succeeded(&format!(
+                    "{KIND}/{}/{}",
+                    request.namespace().unwrap_or_default(),
+                    request.name_any()
+                ));
                 return Ok(requeue);
             }
             Err(e) => {
@@ -52,6 +60,25 @@ pub async fn reconcile_ops_request(
         }
     }
     Ok(Requeue::requeue(Duration::ZERO))
+}
+
+/// What a failed reconcile (a step to retry, an API call that failed) leads to: backoff with
+/// jitter, or a slower look when the fix lies elsewhere; the step's `timeout` bounds the
+/// retries.
+pub fn ops_request_error_policy(
+    request: Arc<DatabaseOpsRequest>,
+    error: &Error,
+    state: Arc<State>,
+) -> Requeue {
+    let key = format!(
+        "{KIND}/{}/{}",
+        request.namespace().unwrap_or_default(),
+        request.name_any()
+    );
+    match error.retry() {
+        Retry::OnChange | Retry::Slow => Requeue::requeue(SLOW_STEP_RETRY),
+        Retry::Backoff => Requeue::requeue(state.backoff(&key)),
+    }
 }
 
 /// What one transition led to.
