@@ -11,6 +11,7 @@
 //! One test, in steps, because the steps share one cluster and build on each other.
 
 mod harness;
+mod ops_request;
 mod pooler;
 
 use harness::{Cluster, Dbward, eventually, psql};
@@ -177,8 +178,26 @@ fn end_to_end() {
     let mut dbward = cluster.install();
 
     // --- every example applies, and the stored objects carry the defaults ---------------------
-    let out = cluster.kubectl(&["apply", "-R", "-f", "examples/"]);
-    assert!(out.ok(), "examples/ must apply: {}", out.text());
+    // All but the ops requests now; those run later (ops_request.rs), so that the pooler step
+    // below sees a namespace where no password changes (a rotation rewrites the pool's Secret).
+    let mut examples: Vec<_> = std::fs::read_dir("examples")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with(ops_request::EXAMPLE))
+        // What `kubectl apply -R -f examples/` reads: directories and manifests.
+        .filter(|p| {
+            p.is_dir()
+                || matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml" | "json")
+                )
+        })
+        .collect();
+    examples.sort();
+    for example in &examples {
+        let out = cluster.kubectl(&["apply", "-R", "-f", example.to_str().unwrap()]);
+        assert!(out.ok(), "{} must apply: {}", example.display(), out.text());
+    }
     let pool = cluster.get_json("connectionpool", "default", "my-connection-pool");
     assert_eq!(
         pool["spec"]["connInfoSecretTarget"],
@@ -379,6 +398,8 @@ fn end_to_end() {
     );
 
     pooler::a_pool_gets_its_pooler(&cluster, &dbward);
+    let (rotation, password) = ops_request::the_example_rotation_ran(&cluster);
+    let rotated = ops_request::one_request_per_target(&cluster, &password);
 
     // a role dropped by hand comes back (the next reconcile, triggered by any change)
     harness::psql_in("orders", "DROP OWNED BY orders_reporting");
@@ -443,6 +464,7 @@ fn end_to_end() {
     tenants_are_isolated_without_the_webhook(&cluster);
     a_service_in_use_waits_for_its_dependents(&cluster);
     the_controllers_pass_between_replicas(&cluster, &mut dbward);
+    ops_request::not_run_again(&cluster, &rotation, &rotated);
     dbward.assert_no_call_was_forbidden();
 
     eprintln!("e2e passed in {:.1} s", started.elapsed().as_secs_f64());
