@@ -161,61 +161,14 @@ pub async fn advance(state: &State, request: &DatabaseOpsRequest) -> Result<Adva
     };
     match machine::next(&request.spec, status, &observed) {
         Next::Nothing => Ok(Advanced::Stop(Requeue::await_change())),
-        Next::Wait { reason, message } => {
-            let record = Record::Pending {
-                reason,
-                message: &message,
-            };
-            let next = machine::record(
-                request.spec.op_type,
-                status,
-                request.metadata.generation,
-                &record,
-                &now(),
-            );
-            if status != Some(&next) {
-                write(state, request, &next).await?;
-                state
-                    .publish(request, EventType::Normal, reason, message.clone())
-                    .await;
-            }
-            Ok(Advanced::Stop(Requeue::requeue(WAIT_RETRY)))
-        }
+        Next::Wait { reason, message } => wait(state, request, reason, message).await,
         Next::Start => transition(state, request, &Record::Started, EventType::Normal).await,
         Next::Run(step) => {
             let Some(user) = user else {
                 // The machine fails a started request whose target is missing.
                 return Ok(Advanced::Stop(Requeue::requeue(WAIT_RETRY)));
             };
-            match ops_request::run_step(&state.ctx, request, &user, step).await {
-                Ok(message) => {
-                    let record = Record::StepDone {
-                        step,
-                        message: &message,
-                    };
-                    transition(state, request, &record, EventType::Normal).await
-                }
-                Err(StepError::Retry(e)) => {
-                    warn!(kind = KIND, namespace = %namespace, name = %request.name_any(), step = step.condition(), category = e.category(), error = %e, "step failed; retrying");
-                    state
-                        .publish(
-                            request,
-                            EventType::Warning,
-                            step.failure(),
-                            e.public_message(),
-                        )
-                        .await;
-                    Err(e)
-                }
-                Err(StepError::Fail { reason, message }) => {
-                    let record = Record::Failed {
-                        step,
-                        reason,
-                        message: &message,
-                    };
-                    finish(state, request, &record, EventType::Warning).await
-                }
-            }
+            run(state, request, &user, step).await
         }
         Next::Succeed => finish(state, request, &Record::Succeeded, EventType::Normal).await,
         Next::Fail {
@@ -223,6 +176,73 @@ pub async fn advance(state: &State, request: &DatabaseOpsRequest) -> Result<Adva
             reason,
             message,
         } => {
+            let record = Record::Failed {
+                step,
+                reason,
+                message: &message,
+            };
+            finish(state, request, &record, EventType::Warning).await
+        }
+    }
+}
+
+/// Records a wait (`Pending` and why) when it is new, with an event; looks again later.
+async fn wait(
+    state: &State,
+    request: &DatabaseOpsRequest,
+    reason: &'static str,
+    message: String,
+) -> Result<Advanced, Error> {
+    let status = request.status.as_ref();
+    let record = Record::Pending {
+        reason,
+        message: &message,
+    };
+    let next = machine::record(
+        request.spec.op_type,
+        status,
+        request.metadata.generation,
+        &record,
+        &now(),
+    );
+    if status != Some(&next) {
+        write(state, request, &next).await?;
+        state
+            .publish(request, EventType::Normal, reason, message)
+            .await;
+    }
+    Ok(Advanced::Stop(Requeue::requeue(WAIT_RETRY)))
+}
+
+/// Runs `step`: done is a transition; a transient failure is retried (with a warning event);
+/// a permanent one ends the request `Failed`.
+async fn run(
+    state: &State,
+    request: &DatabaseOpsRequest,
+    user: &ServiceUser,
+    step: machine::Step,
+) -> Result<Advanced, Error> {
+    match ops_request::run_step(&state.ctx, request, user, step).await {
+        Ok(message) => {
+            let record = Record::StepDone {
+                step,
+                message: &message,
+            };
+            transition(state, request, &record, EventType::Normal).await
+        }
+        Err(StepError::Retry(e)) => {
+            warn!(kind = KIND, namespace = request.namespace().as_deref(), name = %request.name_any(), step = step.condition(), category = e.category(), error = %e, "step failed; retrying");
+            state
+                .publish(
+                    request,
+                    EventType::Warning,
+                    step.failure(),
+                    e.public_message(),
+                )
+                .await;
+            Err(e)
+        }
+        Err(StepError::Fail { reason, message }) => {
             let record = Record::Failed {
                 step,
                 reason,
