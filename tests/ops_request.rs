@@ -468,3 +468,47 @@ async fn a_user_with_its_own_password_is_not_rotated() {
     );
     f.drop_role().await;
 }
+
+/// A Secret of the tenant's own that happens to carry the staging name is not used as the new
+/// password, not written over and not deleted: the request fails saying so.
+#[tokio::test]
+async fn a_tenants_secret_with_the_staging_name_is_left_alone() {
+    let f = Fixture::new(
+        Engine::Postgres,
+        vec![
+            json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": staging_name("app"), "namespace": TEAM},
+                "data": {"PASSWORD": base64("chosen-by-the-tenant"), "other": base64("kept")}
+            }),
+            rotation("rot", "2026-01-01T00:00:00Z"),
+        ],
+    )
+    .await;
+    f.reconcile_user().await;
+    let before = f.secret_password().await;
+    f.step_through("rot").await;
+    let failed = f.request("rot").await;
+    assert_eq!(
+        failed.status.as_ref().unwrap().phase.as_deref(),
+        Some("Failed")
+    );
+    assert!(
+        conditions(&failed)
+            .iter()
+            .any(|(_, status, reason)| status == "False" && reason == "StagingSecretTaken"),
+        "{:?}",
+        conditions(&failed)
+    );
+    let theirs = f.secrets.get(&staging_name("app")).await.unwrap();
+    let data = decoded_data(&theirs);
+    assert_eq!(data["PASSWORD"], "chosen-by-the-tenant");
+    assert_eq!(data["other"], "kept");
+    assert_eq!(
+        f.secret_password().await,
+        before,
+        "the password is unchanged"
+    );
+    assert!(!f.accepts("chosen-by-the-tenant").await);
+    f.drop_role().await;
+}

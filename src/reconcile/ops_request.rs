@@ -107,6 +107,27 @@ pub fn staging_secret(request: &DatabaseOpsRequest, user: &str, password: &str) 
     )
 }
 
+/// Whether `secret` is `request`'s staging Secret (owned by it). dbward never takes a password
+/// from, writes over or deletes a Secret of that name that is someone else's (a tenant's own).
+pub fn staged_by(secret: &Secret, request: &DatabaseOpsRequest) -> bool {
+    let uid = request.metadata.uid.as_deref();
+    secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == "DatabaseOpsRequest" && Some(o.uid.as_str()) == uid)
+}
+
+fn not_staged_by_us(staging: &str) -> StepError {
+    fail(
+        "StagingSecretTaken",
+        format!(
+            "Secret {staging:?} exists and is not this request's: dbward neither uses nor writes over it; rename it, then create a new request"
+        ),
+    )
+}
+
 /// The staged password in `secret`, if any.
 pub fn staged_password(secret: Option<&Secret>) -> Option<String> {
     secret
@@ -129,6 +150,9 @@ pub async fn run_step<C: Cluster>(
     match step {
         Step::GenerateCredentials => {
             let existing = ctx.cluster.get_secret(&namespace, &staging).await?;
+            if existing.as_ref().is_some_and(|s| !staged_by(s, request)) {
+                return Err(not_staged_by_us(&staging));
+            }
             if staged_password(existing.as_ref()).is_none() {
                 let password = secret::generate_password().map_err(|e| {
                     fail("GenerateCredentialsFailed", format!("no randomness: {e}"))
@@ -171,6 +195,9 @@ async fn rotate<C: Cluster>(
         ));
     };
     let staged = ctx.cluster.get_secret(&namespace, staging).await?;
+    if staged.as_ref().is_some_and(|s| !staged_by(s, request)) {
+        return Err(not_staged_by_us(staging));
+    }
     let Some(password) = staged_password(staged.as_ref()) else {
         return Err(fail(
             "StagedCredentialsMissing",
@@ -247,16 +274,20 @@ async fn rotate<C: Cluster>(
 }
 
 /// The end of a RotateCredentials request: its staging Secret is deleted (not found is
-/// success).
+/// success; a Secret of that name that is not the request's is left alone).
 pub async fn finish<C: Cluster>(
     ctx: &Context<C>,
     request: &DatabaseOpsRequest,
     user_name: &str,
 ) -> Result<(), Error> {
     let namespace = request.metadata.namespace.clone().unwrap_or_default();
-    ctx.cluster
-        .delete_secret(&namespace, &staging_name(user_name))
-        .await
+    let name = staging_name(user_name);
+    match ctx.cluster.get_secret(&namespace, &name).await? {
+        Some(secret) if staged_by(&secret, request) => {
+            ctx.cluster.delete_secret(&namespace, &name).await
+        }
+        _ => Ok(()),
+    }
 }
 
 /// For the ServiceUser reconciler: whether a rotation is under way whose staged password the
@@ -271,6 +302,14 @@ pub async fn rotation_in_flight<C: Cluster>(
     let namespace = user.metadata.namespace.clone().unwrap_or_default();
     let name = staging_name(user.metadata.name.as_deref().unwrap_or_default());
     let staged = ctx.cluster.get_secret(&namespace, &name).await?;
+    // Only a request's own staging Secret (a tenant's Secret of that name is not a rotation).
+    let staged = staged.filter(|s| {
+        s.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "DatabaseOpsRequest")
+    });
     let Some(password) = staged_password(staged.as_ref()) else {
         return Ok(false);
     };
