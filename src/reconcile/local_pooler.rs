@@ -101,6 +101,8 @@ fn layout(out: Option<&Path>, service: &str, listen: SocketAddr) -> Result<Layou
         config_dir: dir.clone(),
         auth_dir: dir,
         tls_dir: None,
+        tls_secret: None,
+        tls_required: false,
         endpoint: Endpoint {
             host: listen.ip().to_string(),
             port: listen.port(),

@@ -166,6 +166,10 @@ pub async fn run_step<C: Cluster>(
             ))
         }
         Step::RotateCredentials => rotate(ctx, request, user, &staging).await,
+        Step::IssueCertificates | Step::RemoveCertificates | Step::SyncCertificate => Err(fail(
+            "Invalid",
+            format!("{} is not a step of RotateCredentials", step.condition()),
+        )),
     }
 }
 

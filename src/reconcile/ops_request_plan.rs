@@ -37,6 +37,14 @@ pub enum Step {
     /// RotateCredentials: the new password set on the server, then written to the user's
     /// Secret.
     RotateCredentials,
+    /// ReconfigureTLS (add, rotate): a new serving certificate for the pooler Service's names
+    /// from dbward's own CA for the pooler, written to the pooler's serving Secret.
+    IssueCertificates,
+    /// ReconfigureTLS (remove): the pooler's serving Secret deleted.
+    RemoveCertificates,
+    /// ReconfigureTLS: the service's pools reconciled with the new TLS settings — the pooler's
+    /// configuration and Deployment, and every pool Secret's `SSLMODE` and `CA_CERT`.
+    SyncCertificate,
 }
 
 impl Step {
@@ -45,6 +53,9 @@ impl Step {
         match self {
             Step::GenerateCredentials => "CredentialsGenerated",
             Step::RotateCredentials => "CredentialsRotated",
+            Step::IssueCertificates => "IssueCertificatesSucceeded",
+            Step::RemoveCertificates => "CertificatesRemoved",
+            Step::SyncCertificate => "CertificateSynced",
         }
     }
 
@@ -53,15 +64,28 @@ impl Step {
         match self {
             Step::GenerateCredentials => "GenerateCredentialsFailed",
             Step::RotateCredentials => "RotateCredentialsFailed",
+            Step::IssueCertificates => "IssueCertificatesFailed",
+            Step::RemoveCertificates => "RemoveCertificatesFailed",
+            Step::SyncCertificate => "CertificateSyncFailed",
         }
     }
 }
 
-/// The steps of an operation, in order; `None` for an operation dbward does not run (yet).
-pub fn steps(op: OpsType) -> Option<&'static [Step]> {
-    match op {
+/// The steps of a request, in order; `None` for a request dbward does not run (yet): a
+/// ReconfigureTLS with a cert-manager `issuerRef`, or one that rotates certificates.
+pub fn steps(spec: &DatabaseOpsRequestSpec) -> Option<&'static [Step]> {
+    match spec.op_type {
         OpsType::RotateCredentials => Some(&[Step::GenerateCredentials, Step::RotateCredentials]),
-        OpsType::ReconfigureTLS => None,
+        OpsType::ReconfigureTLS => {
+            let tls = spec.tls.clone().unwrap_or_default();
+            if tls.remove == Some(true) {
+                Some(&[Step::RemoveCertificates, Step::SyncCertificate])
+            } else if tls.issuer_ref.is_some() || tls.rotate_certificates == Some(true) {
+                None
+            } else {
+                Some(&[Step::IssueCertificates, Step::SyncCertificate])
+            }
+        }
     }
 }
 
@@ -183,7 +207,7 @@ pub fn next(
     status: Option<&DatabaseOpsRequestStatus>,
     observed: &Observed,
 ) -> Next {
-    let Some(steps) = steps(spec.op_type) else {
+    let Some(steps) = steps(spec) else {
         return Next::Nothing;
     };
     let phase = status.and_then(|s| s.phase.as_deref());

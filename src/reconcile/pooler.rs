@@ -53,7 +53,7 @@ pub const LOOKUP_PASSWORD_KEY: &str = "lookup-password";
 
 /// `prefix` + `name` + `suffix` within `max` bytes: when too long, `name` is cut and 8 hex
 /// digits of its SHA-256 keep it unique.
-fn bounded(prefix: &str, name: &str, suffix: &str, max: usize) -> String {
+pub(crate) fn bounded(prefix: &str, name: &str, suffix: &str, max: usize) -> String {
     let full = format!("{prefix}{name}{suffix}");
     if full.len() <= max {
         return full;
@@ -88,6 +88,10 @@ pub struct Layout {
     pub auth_dir: String,
     /// Directory of the pooler's own `tls.crt`/`tls.key` (`ca.crt`), when it has TLS.
     pub tls_dir: Option<String>,
+    /// The Secret mounted at `tls_dir` (in a cluster).
+    pub tls_secret: Option<String>,
+    /// Whether clients other than dbward's console must use TLS (`hostssl`).
+    pub tls_required: bool,
     /// What the pool Secrets tell clients.
     pub endpoint: Endpoint,
 }
@@ -139,6 +143,8 @@ pub struct Realised {
     pub pools: Vec<PoolOutcome>,
     /// What only a restart changes ([`config::restart_settings`]).
     pub restart: String,
+    /// The Secret with the pooler's certificate, to mount ([`Layout::tls_secret`]).
+    pub tls_secret: Option<String>,
     /// The admin user's password, for the console.
     pub admin_password: String,
     /// The server-side changes made, one line each (no secrets).
@@ -200,7 +206,7 @@ pub async fn realise<C: Cluster>(
         hba: config::render_hba(
             &settings.admin_user,
             &settings.auth_user,
-            layout.tls_dir.is_some(),
+            layout.tls_dir.is_some() && layout.tls_required,
         ),
         userlist,
         server_ca: handle.info.ca_cert.clone(),
@@ -227,6 +233,7 @@ pub async fn realise<C: Cluster>(
             &admin_password,
         ),
         restart: config::restart_settings(&settings),
+        tls_secret: layout.tls_secret.clone(),
         files,
         entries,
         pools: pools_out,

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
@@ -30,6 +30,8 @@ use super::kube_cluster::{KubeCluster, kube_error};
 use super::pooler::{self, Layout, Realised};
 use super::pooler_objects::{self, AUTH_DIR, CONFIG_DIR, PORT, TLS_DIR};
 use super::pooler_plan::{self, Desired, Observed, PodState};
+use super::pooler_tls;
+use super::secret::decoded_data;
 use super::service_user::secret_action;
 use super::{Applied, Cluster, Context, Error, Pinned, Prepared, act};
 
@@ -74,29 +76,66 @@ fn service_lock(service: &str) -> Arc<tokio::sync::Mutex<()>> {
     locks.entry(service.to_owned()).or_default().clone()
 }
 
-/// The pooler's files in the pod, its Service's address, and TLS when the service has it.
-pub fn cluster_layout(service: &DatabaseService, operator_namespace: &str) -> Layout {
+/// The pooler's files in the pod, its Service's address, and TLS when the service has it:
+/// `spec.pooler.tls.secretName` (the admin's own Secret: clients must use TLS, `SSLMODE`
+/// `require`), else the serving Secret a ReconfigureTLS request left (`managed_tls`, see
+/// [`pooler_tls`]: its `sslMode`, and its CA as `CA_CERT`).
+pub fn cluster_layout(
+    service: &DatabaseService,
+    operator_namespace: &str,
+    managed_tls: Option<&Secret>,
+) -> Layout {
     let svc = service.metadata.name.clone().unwrap_or_default();
-    let tls = service
+    let own = service
         .spec
         .pooler
         .as_ref()
         .and_then(|p| p.tls.as_ref())
-        .and_then(|t| t.secret_name.as_ref())
-        .is_some();
+        .and_then(|t| t.secret_name.clone());
+    let managed = managed_tls.and_then(|s| Some((s, pooler_tls::recorded_policy(s)?)));
+    let (tls_secret, policy, ca_cert) = match (own, managed) {
+        (Some(own), _) => (Some(own), None, String::new()),
+        (None, Some((secret, policy))) => (
+            secret.metadata.name.clone(),
+            Some(policy),
+            decoded_data(secret).remove("ca.crt").unwrap_or_default(),
+        ),
+        (None, None) => (None, None, String::new()),
+    };
+    let tls = tls_secret.is_some();
+    let sslmode = match (&policy, tls) {
+        (Some(p), _) => p.sslmode.clone(),
+        (None, true) => "require".to_owned(),
+        (None, false) => "disable".to_owned(),
+    };
     Layout {
         listen_addr: "0.0.0.0".to_owned(),
         listen_port: PORT,
         config_dir: CONFIG_DIR.to_owned(),
         auth_dir: AUTH_DIR.to_owned(),
         tls_dir: tls.then(|| TLS_DIR.to_owned()),
+        tls_required: policy.as_ref().is_none_or(|p| p.tls_required()),
+        tls_secret,
         endpoint: Endpoint {
             host: format!("{}.{operator_namespace}.svc", pooler::object_name(&svc)),
             port: PORT,
-            sslmode: if tls { "require" } else { "disable" }.to_owned(),
-            ca_cert: String::new(),
+            sslmode,
+            ca_cert,
         },
     }
+}
+
+/// The serving Secret a ReconfigureTLS request left for `service`'s pooler, if any.
+pub async fn managed_tls<C: Cluster>(
+    ctx: &Context<C>,
+    service: &str,
+) -> Result<Option<Secret>, Error> {
+    ctx.cluster
+        .get_secret(
+            &ctx.operator_namespace,
+            &pooler_tls::tls_secret_name(service),
+        )
+        .await
 }
 
 /// The service's pools that are not being deleted (`except`: a pool to leave out, by UID):
@@ -136,7 +175,8 @@ pub async fn prepare(ctx: &Context<KubeCluster>, pool: &ConnectionPool) -> Resul
     if !pools.iter().any(|p| p.metadata.uid == pool.metadata.uid) {
         pools.push(pool.clone());
     }
-    let layout = cluster_layout(&service, &ctx.operator_namespace);
+    let tls = managed_tls(ctx, &svc).await?;
+    let layout = cluster_layout(&service, &ctx.operator_namespace, tls.as_ref());
     let mut realised = pooler::realise(ctx, &service, &pools, &layout).await?;
     let namespace = pool.metadata.namespace.clone().unwrap_or_default();
     let name = pool.metadata.name.clone().unwrap_or_default();
@@ -354,7 +394,8 @@ pub async fn cleanup(ctx: &Context<KubeCluster>, pool: &ConnectionPool) -> Resul
             warnings: changes,
         });
     }
-    let layout = cluster_layout(&service, &ctx.operator_namespace);
+    let tls = managed_tls(ctx, &svc).await?;
+    let layout = cluster_layout(&service, &ctx.operator_namespace, tls.as_ref());
     let realised = pooler::realise(ctx, &service, &others, &layout).await?;
     // The remaining pools' reconciles report a pooler that does not serve them yet.
     let plan = plan_pooler(ctx, &service, &realised, true).await?;
@@ -367,11 +408,24 @@ pub async fn cleanup(ctx: &Context<KubeCluster>, pool: &ConnectionPool) -> Resul
 
 /// The pools to look at again when a Secret dbward wrote changes: when it is a ServiceUser's
 /// (its password may have changed), every pool of that namespace with a `username` (a pool
-/// Secret carries that password; an unchanged one is not rewritten).
+/// Secret carries that password; an unchanged one is not rewritten); when it is a pooler's
+/// TLS Secret ([`pooler_tls`]), every pool of that service.
 pub fn pools_to_requeue(
     pools: &kube::runtime::reflector::Store<ConnectionPool>,
     secret: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
 ) -> Vec<kube::runtime::reflector::ObjectRef<ConnectionPool>> {
+    if let Some(service) = secret
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(pooler_tls::TLS_LABEL))
+    {
+        return pools
+            .state()
+            .iter()
+            .filter(|p| &p.spec.binding.service_name == service)
+            .map(|p| kube::runtime::reflector::ObjectRef::from_obj(p.as_ref()))
+            .collect();
+    }
     let from_user = secret
         .owner_references
         .iter()
@@ -445,6 +499,16 @@ mod tests {
         );
         assert!(pools_to_requeue(&store, &secret("a", "ConnectionPool")).is_empty());
         assert!(pools_to_requeue(&store, &secret("c", "ServiceUser")).is_empty());
+        // The pooler's TLS Secret (in dbward's namespace): every pool of its service.
+        let tls = |service: &str| ObjectMeta {
+            namespace: Some("dbward-system".into()),
+            labels: Some([(pooler_tls::TLS_LABEL.to_owned(), service.to_owned())].into()),
+            ..ObjectMeta::default()
+        };
+        let mut all = names(pools_to_requeue(&store, &tls("svc")));
+        all.sort();
+        assert_eq!(all, ["anon", "other", "web"]);
+        assert!(pools_to_requeue(&store, &tls("elsewhere")).is_empty());
     }
 
     #[test]

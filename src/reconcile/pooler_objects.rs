@@ -189,8 +189,7 @@ fn deployment(service: &DatabaseService, namespace: &str, realised: &Realised) -
     let svc = service.metadata.name.clone().unwrap_or_default();
     let name = pooler::object_name(&svc);
     let spec = service.spec.pooler.clone().unwrap_or_default();
-    let tls_secret = spec.tls.as_ref().and_then(|t| t.secret_name.clone());
-    let (volumes, mounts) = volumes(&name, realised, tls_secret);
+    let (volumes, mounts) = volumes(&name, realised, realised.tls_secret.clone());
     let container = container(&spec, mounts);
     let mut annotations = BTreeMap::new();
     annotations.insert(
@@ -334,6 +333,7 @@ mod tests {
             entries: vec![],
             pools: vec![],
             restart: restart.into(),
+            tls_secret: None,
             admin_password: "pw".into(),
             changes: vec![],
         }
@@ -431,7 +431,10 @@ mod tests {
                 }),
             })),
             "ns",
-            &realised("listen_port=5432", "a"),
+            &Realised {
+                tls_secret: Some("pooler-tls".into()),
+                ..realised("listen_port=5432", "a")
+            },
         );
         let spec = resized.deployment.spec.as_ref().unwrap();
         assert_eq!(spec.replicas, Some(3));

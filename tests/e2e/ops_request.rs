@@ -209,10 +209,28 @@ pub fn one_request_per_target(cluster: &Cluster, password: &str) -> String {
 /// After the controllers moved between replicas: the finished requests are as they were and the
 /// password was not rotated again.
 pub fn not_run_again(cluster: &Cluster, example: &Value, password: &str) {
-    // The add-TLS request (from dbward's namespace) was admitted and is left alone: ReconfigureTLS
-    // is not realised yet.
+    // The example's add-TLS request (from dbward's namespace) ran: dbward's CA issued the
+    // pooler's certificate, and the pool Secret tells clients to use TLS with that CA.
     let tls = cluster.get_json("databaseopsrequest", "dbward-system", "shared-pg-add-tls");
-    assert!(tls["status"]["phase"].is_null(), "{}", tls["status"]);
+    assert_eq!(tls["status"]["phase"], "Successful", "{}", tls["status"]);
+    assert_eq!(
+        steps(&tls),
+        [
+            "ReconfigureTLS",
+            "IssueCertificatesSucceeded",
+            "CertificateSynced",
+            "Successful"
+        ]
+    );
+    assert_eq!(
+        secret_value(cluster, "orders-pool", "CONNECTIONPOOL_SSLMODE").as_deref(),
+        Some("require")
+    );
+    assert!(
+        secret_value(cluster, "orders-pool", "CONNECTIONPOOL_CA_CERT")
+            .is_some_and(|ca| ca.starts_with("-----BEGIN CERTIFICATE-----")),
+        "the pool Secret carries the pooler's CA"
+    );
     let now = cluster.get_json("databaseopsrequest", NS, "orders-app-rotate");
     assert_eq!(now["status"], example["status"]);
     assert_eq!(secret_password(cluster), password);

@@ -16,12 +16,13 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::api::database_ops_request::{DatabaseOpsRequestStatus, OpsType};
-use crate::api::{DatabaseOpsRequest, ServiceUser};
+use crate::api::{ConnectionPool, DatabaseOpsRequest, DatabaseService, ServiceUser};
 use crate::reconcile::kube_cluster::kube_error;
 use crate::reconcile::ops_request::{self, StepError};
 use crate::reconcile::ops_request_plan::{self as machine, Next, Observed, Queued, Record};
 use crate::reconcile::status::now;
 use crate::reconcile::{Cluster, Error, FIELD_MANAGER, Retry};
+use crate::reconcile::{ops_request_tls, pooler_kube, pooler_tls};
 
 use super::State;
 
@@ -123,10 +124,16 @@ async fn queue(state: &State, request: &DatabaseOpsRequest) -> Result<Vec<Queued
         .collect())
 }
 
+/// What a request works on.
+enum Subject {
+    User(ServiceUser),
+    Service(DatabaseService),
+}
+
 /// One transition of `request`.
-pub async fn advance(state: &State, request: &DatabaseOpsRequest) -> Result<Advanced, Error> {
+pub async fn advance(state: &Arc<State>, request: &DatabaseOpsRequest) -> Result<Advanced, Error> {
     let status = request.status.as_ref();
-    if machine::steps(request.spec.op_type).is_none()
+    if machine::steps(&request.spec).is_none()
         || matches!(
             status.and_then(|s| s.phase.as_deref()),
             Some(machine::SUCCESSFUL | machine::FAILED)
@@ -135,22 +142,46 @@ pub async fn advance(state: &State, request: &DatabaseOpsRequest) -> Result<Adva
         return Ok(Advanced::Stop(Requeue::await_change()));
     }
     let namespace = request.namespace().unwrap_or_default();
-    let Some(user_ref) = request.spec.user_ref.as_ref().map(|r| r.name.clone()) else {
-        let failed = Record::Failed {
-            step: machine::Step::GenerateCredentials,
-            reason: "Invalid",
-            message: "spec.userRef: Required value: RotateCredentials names the ServiceUser to rotate",
-        };
-        return finish(state, request, &failed, EventType::Warning).await;
+    let (target, subject) = match request.spec.op_type {
+        OpsType::RotateCredentials => {
+            let Some(user_ref) = request.spec.user_ref.as_ref().map(|r| r.name.clone()) else {
+                let failed = Record::Failed {
+                    step: machine::Step::GenerateCredentials,
+                    reason: "Invalid",
+                    message: "spec.userRef: Required value: RotateCredentials names the ServiceUser to rotate",
+                };
+                return finish(state, request, &failed, EventType::Warning).await;
+            };
+            let user: Option<ServiceUser> = state
+                .ctx
+                .cluster
+                .get_service_user(&namespace, &user_ref)
+                .await?;
+            (
+                ops_request::target_state(&user_ref, user.as_ref()),
+                user.map(Subject::User),
+            )
+        }
+        OpsType::ReconfigureTLS => {
+            let Some(service_ref) = request.spec.service_ref.as_ref().map(|r| r.name.clone())
+            else {
+                let failed = Record::Failed {
+                    step: machine::Step::IssueCertificates,
+                    reason: "Invalid",
+                    message: "spec.serviceRef: Required value: ReconfigureTLS names the DatabaseService whose pooler it changes",
+                };
+                return finish(state, request, &failed, EventType::Warning).await;
+            };
+            let service = state.ctx.cluster.get_service(&service_ref).await?;
+            (
+                ops_request_tls::target_state(&service_ref, service.as_ref()),
+                service.map(Subject::Service),
+            )
+        }
     };
-    let user: Option<ServiceUser> = state
-        .ctx
-        .cluster
-        .get_service_user(&namespace, &user_ref)
-        .await?;
     let queued = queue(state, request).await?;
     let observed = Observed {
-        target: ops_request::target_state(&user_ref, user.as_ref()),
+        target,
         blocked_by: machine::first_in_line(
             &request.name_any(),
             request.metadata.creation_timestamp.as_ref().map(|t| t.0),
@@ -164,11 +195,11 @@ pub async fn advance(state: &State, request: &DatabaseOpsRequest) -> Result<Adva
         Next::Wait { reason, message } => wait(state, request, reason, message).await,
         Next::Start => transition(state, request, &Record::Started, EventType::Normal).await,
         Next::Run(step) => {
-            let Some(user) = user else {
+            let Some(subject) = subject else {
                 // The machine fails a started request whose target is missing.
                 return Ok(Advanced::Stop(Requeue::requeue(WAIT_RETRY)));
             };
-            run(state, request, &user, step).await
+            run(state, request, &subject, step).await
         }
         Next::Succeed => finish(state, request, &Record::Succeeded, EventType::Normal).await,
         Next::Fail {
@@ -186,9 +217,70 @@ pub async fn advance(state: &State, request: &DatabaseOpsRequest) -> Result<Adva
     }
 }
 
+/// The pools of `service` reconciled (each writes its own Secret; any of them the pooler's
+/// objects), so that they follow the TLS the request left. A pooler whose pods do not serve
+/// the pools yet (they roll out with the new Deployment) is no failure of this step.
+async fn sync_pools(
+    state: &Arc<State>,
+    request: &DatabaseOpsRequest,
+    service: &DatabaseService,
+) -> Result<String, StepError> {
+    let svc = service.name_any();
+    // The pools render from the serving Secret as dbward's cache holds it: wait until that is
+    // what the step before left (the cache may lag behind a write or a delete).
+    let change = request.spec.tls.clone().unwrap_or_default();
+    let expected = if change.remove == Some(true) {
+        None
+    } else {
+        pooler_tls::policy(&change).ok()
+    };
+    let seen = pooler_kube::managed_tls(&state.ctx, &svc)
+        .await?
+        .as_ref()
+        .and_then(pooler_tls::recorded_policy);
+    if seen != expected {
+        return Err(StepError::Retry(Error::PoolerNotReady {
+            message: format!(
+                "the pooler's TLS Secret {:?} is not yet as the request left it",
+                pooler_tls::tls_secret_name(&svc)
+            ),
+        }));
+    }
+    let pools: Vec<ConnectionPool> = Api::<ConnectionPool>::all(state.client())
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_error("list ConnectionPools"))?
+        .items
+        .into_iter()
+        .filter(|p| p.spec.binding.service_name == svc && p.metadata.deletion_timestamp.is_none())
+        .collect();
+    for pool in &pools {
+        match super::reconcile(Arc::new(pool.clone()), state.clone()).await {
+            Ok(_) => {}
+            Err(e) if e.reason() == "PoolerNotReady" => {}
+            Err(e) => return Err(StepError::Retry(e)),
+        }
+    }
+    let layout = pooler_kube::cluster_layout(
+        service,
+        &state.ctx.operator_namespace,
+        pooler_kube::managed_tls(&state.ctx, &svc).await?.as_ref(),
+    );
+    Ok(format!(
+        "{} ConnectionPool(s) of DatabaseService {svc:?} reconciled: the pooler's configuration follows, pool Secrets carry SSLMODE {}{}",
+        pools.len(),
+        layout.endpoint.sslmode,
+        if layout.endpoint.ca_cert.is_empty() {
+            ""
+        } else {
+            " and the pooler's CA as CA_CERT"
+        }
+    ))
+}
+
 /// Records a wait (`Pending` and why) when it is new, with an event; looks again later.
 async fn wait(
-    state: &State,
+    state: &Arc<State>,
     request: &DatabaseOpsRequest,
     reason: &'static str,
     message: String,
@@ -217,12 +309,21 @@ async fn wait(
 /// Runs `step`: done is a transition; a transient failure is retried (with a warning event);
 /// a permanent one ends the request `Failed`.
 async fn run(
-    state: &State,
+    state: &Arc<State>,
     request: &DatabaseOpsRequest,
-    user: &ServiceUser,
+    subject: &Subject,
     step: machine::Step,
 ) -> Result<Advanced, Error> {
-    match ops_request::run_step(&state.ctx, request, user, step).await {
+    let result = match (subject, step) {
+        (Subject::Service(service), machine::Step::SyncCertificate) => {
+            sync_pools(state, request, service).await
+        }
+        (Subject::Service(service), step) => {
+            ops_request_tls::run_step(&state.ctx, request, service, step).await
+        }
+        (Subject::User(user), step) => ops_request::run_step(&state.ctx, request, user, step).await,
+    };
+    match result {
         Ok(message) => {
             let record = Record::StepDone {
                 step,
@@ -255,7 +356,7 @@ async fn run(
 
 /// Records a transition and announces it; the request carries on.
 async fn transition(
-    state: &State,
+    state: &Arc<State>,
     request: &DatabaseOpsRequest,
     record: &Record<'_>,
     type_: EventType,
@@ -276,7 +377,7 @@ async fn transition(
 /// goes first: after a failure between the server's and the Secret's write, the ServiceUser
 /// reconciler then sets the Secret's (old) password on the server again, so the two agree.
 async fn finish(
-    state: &State,
+    state: &Arc<State>,
     request: &DatabaseOpsRequest,
     record: &Record<'_>,
     type_: EventType,

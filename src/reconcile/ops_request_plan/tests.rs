@@ -360,14 +360,88 @@ fn one_unfinished_request_per_target_oldest_first() {
 }
 
 #[test]
-fn reconfigure_tls_is_not_run_by_this_machine_yet() {
-    let spec = DatabaseOpsRequestSpec {
+fn reconfigure_tls_steps() {
+    use crate::api::database_ops_request::{IssuerKind, IssuerRef, TlsChange};
+    let tls = |tls: TlsChange| DatabaseOpsRequestSpec {
         op_type: OpsType::ReconfigureTLS,
+        tls: Some(tls),
         ..rotate(ApplyPolicy::IfReady, None)
     };
-    assert_eq!(steps(OpsType::ReconfigureTLS), None);
+    let add = tls(TlsChange {
+        ssl_mode: Some("verify-full".into()),
+        ..TlsChange::default()
+    });
     assert_eq!(
-        next(&spec, None, &observed(Target::Ready, 0)),
+        steps(&add),
+        Some(&[Step::IssueCertificates, Step::SyncCertificate][..])
+    );
+    let rotate_certs = tls(TlsChange {
+        rotate_certificates: Some(true),
+        ..TlsChange::default()
+    });
+    // Not run yet (the running pods would need a RELOAD).
+    assert_eq!(steps(&rotate_certs), None);
+    let remove = tls(TlsChange {
+        remove: Some(true),
+        ..TlsChange::default()
+    });
+    assert_eq!(
+        steps(&remove),
+        Some(&[Step::RemoveCertificates, Step::SyncCertificate][..])
+    );
+    // The conditions are KubeDB's names where the step exists in KubeDB.
+    assert_eq!(
+        Step::IssueCertificates.condition(),
+        "IssueCertificatesSucceeded"
+    );
+    assert_eq!(Step::IssueCertificates.failure(), "IssueCertificatesFailed");
+    assert_eq!(Step::SyncCertificate.condition(), "CertificateSynced");
+
+    // Started, the steps run in order, then Successful.
+    let now = Time(Timestamp::from_second(100).unwrap());
+    let started = record(
+        OpsType::ReconfigureTLS,
+        None,
+        Some(1),
+        &Record::Started,
+        &now,
+    );
+    let seen = observed(Target::Ready, 100);
+    assert_eq!(
+        next(&add, Some(&started), &seen),
+        Next::Run(Step::IssueCertificates)
+    );
+    let issued = record(
+        OpsType::ReconfigureTLS,
+        Some(&started),
+        Some(1),
+        &Record::StepDone {
+            step: Step::IssueCertificates,
+            message: "issued",
+        },
+        &now,
+    );
+    assert_eq!(
+        next(&add, Some(&issued), &seen),
+        Next::Run(Step::SyncCertificate)
+    );
+    assert_eq!(
+        next(&remove, Some(&started), &seen),
+        Next::Run(Step::RemoveCertificates)
+    );
+
+    // A cert-manager issuer is not run by this machine yet: admitted and left alone.
+    let issuer = tls(TlsChange {
+        issuer_ref: Some(IssuerRef {
+            name: "ca".into(),
+            kind: IssuerKind::ClusterIssuer,
+            api_group: "cert-manager.io".into(),
+        }),
+        ..TlsChange::default()
+    });
+    assert_eq!(steps(&issuer), None);
+    assert_eq!(
+        next(&issuer, None, &observed(Target::Ready, 0)),
         Next::Nothing
     );
 }

@@ -1,0 +1,347 @@
+//! DatabaseOpsRequest `ReconfigureTLS` on a DatabaseService's pooler, through the controller's
+//! transitions (`controller::advance`) against the in-memory Kubernetes API and the real
+//! PostgreSQL; the pooler the ConnectionPool reconciler then renders (its ConfigMap, auth
+//! Secret and the request's serving Secret, as the pod would mount them) runs in Debian's
+//! `pgbouncer` on a free loopback port, and `psql` connects with the pool Secret's values:
+//! after adding TLS, `sslmode=verify-full` with the Secret's `CA_CERT` connects (and another CA
+//! or plaintext does not); after removing it, plaintext connects and `sslmode=require` fails.
+
+mod common;
+mod fake_api;
+mod pooler_support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use common::free_port;
+use dbward::api::{ConnectionPool, Database, DatabaseOpsRequest, ServiceUser};
+use dbward::reconcile::controller::{Advanced, State, advance, reconcile};
+use dbward::reconcile::pooler_tls::{ca_secret_name, tls_secret_name};
+use dbward::reconcile::secret::decoded_data;
+use futures::FutureExt as _;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Client;
+use kube::api::Api;
+use pooler_support::{Bouncer, Names, cleanup, text};
+use serde_json::{Value, json};
+
+use fake_api::client;
+
+const NS: &str = "dbward-system";
+
+fn objects(n: &Names) -> Vec<Value> {
+    let Names {
+        ns, svc, db, user, ..
+    } = n;
+    vec![
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "pg-admin", "namespace": NS,
+                         "labels": {"dbward.dev/connector-type": "shared-database"}},
+            "stringData": {"endpoint": "127.0.0.1", "port": "5432", "user": "postgres",
+                           "password": "", "type": "postgres", "sslmode": "disable"}
+        }),
+        json!({
+            "apiVersion": "dbward.dev/v1alpha1", "kind": "DatabaseService",
+            "metadata": {"name": svc, "uid": "svc-uid"},
+            "spec": {"engine": "postgres", "project": "proj",
+                     "connectorSecretRef": {"name": "pg-admin"},
+                     "allowedNamespaces": {"names": ["*"]}}
+        }),
+        json!({
+            "apiVersion": "dbward.dev/v1alpha1", "kind": "Database",
+            "metadata": {"name": "db", "namespace": ns},
+            "spec": {"project": "proj", "serviceName": svc, "databaseName": db,
+                     "deletionPolicy": "Delete"}
+        }),
+        json!({
+            "apiVersion": "dbward.dev/v1alpha1", "kind": "ServiceUser",
+            "metadata": {"name": "app", "namespace": ns},
+            "spec": {"project": "proj", "serviceName": svc, "username": user,
+                     "privileges": [{"database": db, "level": "readWrite"}]}
+        }),
+        json!({
+            "apiVersion": "dbward.dev/v1alpha1", "kind": "ConnectionPool",
+            "metadata": {"name": "web", "namespace": ns},
+            "spec": {"project": "proj", "serviceName": svc, "databaseName": db,
+                     "username": user, "poolMode": "session", "poolSize": 3}
+        }),
+        request(
+            "add-tls",
+            svc,
+            "2026-01-01T00:00:00Z",
+            json!({"sslMode": "verify-full", "clientAuthMode": "scram"}),
+        ),
+        request(
+            "remove-tls",
+            svc,
+            "2026-01-01T00:01:00Z",
+            json!({"remove": true}),
+        ),
+    ]
+}
+
+fn request(name: &str, svc: &str, created: &str, tls: Value) -> Value {
+    json!({
+        "apiVersion": "dbward.dev/v1alpha1", "kind": "DatabaseOpsRequest",
+        "metadata": {"name": name, "namespace": NS, "uid": format!("{name}-uid"),
+                     "generation": 1, "creationTimestamp": created},
+        "spec": {"type": "ReconfigureTLS", "serviceRef": {"name": svc}, "tls": tls,
+                 "timeout": "5m", "apply": "Always"}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_then_remove_tls_on_the_pooler_through_pgbouncer() {
+    let n = Names::new();
+    let client = client(objects(&n)).await;
+    let state = Arc::new(State::new(client.clone(), NS, false));
+    let tmp = tempfile::tempdir().unwrap();
+    let result = std::panic::AssertUnwindSafe(scenario(&client, &state, &n, tmp.path()))
+        .catch_unwind()
+        .await;
+    cleanup(&n).await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Advances `name` until it stops; returns the condition types it recorded, in order.
+async fn step_through(
+    state: &Arc<State>,
+    requests: &Api<DatabaseOpsRequest>,
+    name: &str,
+) -> Vec<String> {
+    let mut request = requests.get(name).await.unwrap();
+    for _ in 0..10 {
+        match advance(state, &request).await.unwrap() {
+            Advanced::Next(updated) => request = *updated,
+            Advanced::Stop(_) => break,
+        }
+    }
+    let request = requests.get(name).await.unwrap();
+    let status = request.status.expect("status");
+    assert_eq!(
+        status.phase.as_deref(),
+        Some("Successful"),
+        "{:?}",
+        status.conditions
+    );
+    status.conditions.iter().map(|c| c.type_.clone()).collect()
+}
+
+async fn pool_secret(client: &Client, n: &Names) -> BTreeMap<String, String> {
+    let secret: Secret = Api::namespaced(client.clone(), &n.ns)
+        .get("web")
+        .await
+        .unwrap();
+    decoded_data(&secret)
+        .into_iter()
+        .map(|(k, v)| (k.trim_start_matches("CONNECTIONPOOL_").to_owned(), v))
+        .collect()
+}
+
+/// The pooler's files as its pod mounts them (ConfigMap, auth Secret, the serving Secret when
+/// there is one), in one directory, listening on `port` on the loopback.
+async fn materialise(client: &Client, n: &Names, dir: &Path, port: u16) {
+    let name = format!("{}-pooler", n.svc);
+    std::fs::create_dir_all(dir).unwrap();
+    let config: ConfigMap = Api::namespaced(client.clone(), NS)
+        .get(&name)
+        .await
+        .unwrap();
+    let auth: Secret = Api::namespaced(client.clone(), NS)
+        .get(&name)
+        .await
+        .unwrap();
+    let here = dir.display().to_string();
+    let data = config.data.unwrap();
+    let ini = data["pgbouncer.ini"]
+        .replace("/etc/pgbouncer/config", &here)
+        .replace("/etc/pgbouncer/auth", &here)
+        .replace("/etc/pgbouncer/tls", &here)
+        .replace("listen_addr = 0.0.0.0", "listen_addr = 127.0.0.1")
+        .replace("listen_port = 5432", &format!("listen_port = {port}"));
+    std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
+    std::fs::write(dir.join("hba.conf"), &data["hba.conf"]).unwrap();
+    std::fs::write(
+        dir.join("userlist.txt"),
+        &decoded_data(&auth)["userlist.txt"],
+    )
+    .unwrap();
+    let tls: Option<Secret> = Api::namespaced(client.clone(), NS)
+        .get_opt(&tls_secret_name(&n.svc))
+        .await
+        .unwrap();
+    for (key, value) in tls.as_ref().map(decoded_data).unwrap_or_default() {
+        std::fs::write(dir.join(key), value).unwrap();
+    }
+}
+
+/// `psql` through the pooler with the pool Secret's values, reaching the Secret's host name at
+/// the loopback (`hostaddr`), as `sslmode` with `root` as the CA file.
+fn psql(secret: &BTreeMap<String, String>, port: u16, sslmode: &str, root: &Path) -> Output {
+    Command::new("psql")
+        .args(["-tAc", "SELECT 1"])
+        .env("PGHOST", &secret["HOST"])
+        .env("PGHOSTADDR", "127.0.0.1")
+        .env("PGPORT", port.to_string())
+        .env("PGUSER", &secret["USER"])
+        .env("PGPASSWORD", &secret["PASSWORD"])
+        .env("PGDATABASE", &secret["DATABASE"])
+        .env("PGSSLMODE", sslmode)
+        .env("PGSSLROOTCERT", root)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output, bouncer: &Bouncer) {
+    assert!(
+        out.status.success() && text(&out.stdout).trim() == "1",
+        "{}{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr),
+        bouncer.log()
+    );
+}
+
+fn tls_volume(deployment: &Deployment) -> Option<String> {
+    deployment
+        .spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "tls")
+        .and_then(|v| v.secret.as_ref()?.secret_name.clone())
+}
+
+async fn scenario(client: &Client, state: &Arc<State>, n: &Names, tmp: &Path) {
+    let dbs: Api<Database> = Api::namespaced(client.clone(), &n.ns);
+    let users: Api<ServiceUser> = Api::namespaced(client.clone(), &n.ns);
+    let pools: Api<ConnectionPool> = Api::namespaced(client.clone(), &n.ns);
+    let requests: Api<DatabaseOpsRequest> = Api::namespaced(client.clone(), NS);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let pooler = format!("{}-pooler", n.svc);
+    reconcile(Arc::new(dbs.get("db").await.unwrap()), state.clone())
+        .await
+        .unwrap();
+    reconcile(Arc::new(users.get("app").await.unwrap()), state.clone())
+        .await
+        .unwrap();
+    // No kubelet: the objects are written, the pool waits for pods.
+    let err = reconcile(Arc::new(pools.get("web").await.unwrap()), state.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "PoolerNotReady", "{err}");
+    let before = pool_secret(client, n).await;
+    assert_eq!(
+        (before["SSLMODE"].as_str(), before["CA_CERT"].as_str()),
+        ("disable", "")
+    );
+    assert_eq!(tls_volume(&deployments.get(&pooler).await.unwrap()), None);
+
+    // Add TLS (dbward's own CA). The remove request, created later, waits for it.
+    assert_eq!(
+        step_through(state, &requests, "add-tls").await,
+        [
+            "ReconfigureTLS",
+            "IssueCertificatesSucceeded",
+            "CertificateSynced",
+            "Successful"
+        ]
+    );
+    let ca = decoded_data(&secrets.get(&ca_secret_name(&n.svc)).await.unwrap());
+    let serving = secrets.get(&tls_secret_name(&n.svc)).await.unwrap();
+    assert_eq!(serving.type_.as_deref(), Some("kubernetes.io/tls"));
+    let serving = decoded_data(&serving);
+    assert_eq!(serving["ca.crt"], ca["ca.crt"]);
+    let secret = pool_secret(client, n).await;
+    assert_eq!(secret["SSLMODE"], "verify-full");
+    assert_eq!(
+        secret["CA_CERT"], ca["ca.crt"],
+        "the pool Secret carries the CA"
+    );
+    assert_eq!(secret["HOST"], format!("{pooler}.{NS}.svc"));
+    assert_eq!(
+        tls_volume(&deployments.get(&pooler).await.unwrap()).as_deref(),
+        Some(tls_secret_name(&n.svc).as_str())
+    );
+    let config: ConfigMap = Api::namespaced(client.clone(), NS)
+        .get(&pooler)
+        .await
+        .unwrap();
+    let ini = &config.data.as_ref().unwrap()["pgbouncer.ini"];
+    assert!(
+        ini.contains("client_tls_cert_file = /etc/pgbouncer/tls/tls.crt\n"),
+        "{ini}"
+    );
+
+    let dir = tmp.join("pooler").join("tls");
+    let port = free_port();
+    materialise(client, n, &dir, port).await;
+    let root = tmp.join("pool-ca.crt");
+    std::fs::write(&root, &secret["CA_CERT"]).unwrap();
+    {
+        let bouncer = Bouncer::start(&dir.join("pgbouncer.ini"), port);
+        ok(&psql(&secret, port, "verify-full", &root), &bouncer);
+        // Another CA does not verify the pooler's certificate.
+        let other = tmp.join("other-ca.crt");
+        let other_ca = dbward::reconcile::pooler_tls::ca_or_new("other", None).unwrap();
+        std::fs::write(&other, &other_ca.keyed.cert_pem).unwrap();
+        let refused = psql(&secret, port, "verify-full", &other);
+        assert!(!refused.status.success());
+        assert!(
+            text(&refused.stderr).contains("certificate verify failed"),
+            "{}",
+            text(&refused.stderr)
+        );
+        // Without TLS, the pooler refuses the client.
+        let plain = psql(&secret, port, "disable", &root);
+        assert!(!plain.status.success(), "{}", text(&plain.stdout));
+    }
+
+    // Remove TLS.
+    assert_eq!(
+        step_through(state, &requests, "remove-tls").await,
+        [
+            "ReconfigureTLS",
+            "CertificatesRemoved",
+            "CertificateSynced",
+            "Successful"
+        ]
+    );
+    assert!(
+        secrets
+            .get_opt(&tls_secret_name(&n.svc))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let secret = pool_secret(client, n).await;
+    assert_eq!(
+        (secret["SSLMODE"].as_str(), secret["CA_CERT"].as_str()),
+        ("disable", "")
+    );
+    assert_eq!(tls_volume(&deployments.get(&pooler).await.unwrap()), None);
+    let dir = tmp.join("pooler").join("plain");
+    let port = free_port();
+    materialise(client, n, &dir, port).await;
+    let bouncer = Bouncer::start(&dir.join("pgbouncer.ini"), port);
+    ok(&psql(&secret, port, "disable", &root), &bouncer);
+    let require = psql(&secret, port, "require", &root);
+    assert!(!require.status.success());
+    assert!(
+        text(&require.stderr).contains("server does not support SSL"),
+        "{}",
+        text(&require.stderr)
+    );
+}
