@@ -4,7 +4,9 @@
 //! Secret and the request's serving Secret, as the pod would mount them) runs in Debian's
 //! `pgbouncer` on a free loopback port, and `psql` connects with the pool Secret's values:
 //! after adding TLS, `sslmode=verify-full` with the Secret's `CA_CERT` connects (and another CA
-//! or plaintext does not); after removing it, plaintext connects and `sslmode=require` fails.
+//! or plaintext does not); after rotating the certificate, `RELOAD` (as the `ReloadPods` step
+//! sends it) makes new handshakes present the new certificate while a session opened before
+//! stays up; after removing TLS, plaintext connects and `sslmode=require` fails.
 
 mod common;
 mod fake_api;
@@ -32,7 +34,7 @@ use fake_api::client;
 
 const NS: &str = "dbward-system";
 
-fn objects(n: &Names) -> Vec<Value> {
+fn objects(n: &Names, requests: Vec<Value>) -> Vec<Value> {
     let Names {
         ns, svc, db, user, ..
     } = n;
@@ -69,19 +71,19 @@ fn objects(n: &Names) -> Vec<Value> {
             "spec": {"project": "proj", "serviceName": svc, "databaseName": db,
                      "username": user, "poolMode": "session", "poolSize": 3}
         }),
-        request(
-            "add-tls",
-            svc,
-            "2026-01-01T00:00:00Z",
-            json!({"sslMode": "verify-full", "clientAuthMode": "scram"}),
-        ),
-        request(
-            "remove-tls",
-            svc,
-            "2026-01-01T00:01:00Z",
-            json!({"remove": true}),
-        ),
     ]
+    .into_iter()
+    .chain(requests)
+    .collect()
+}
+
+fn add_tls(svc: &str) -> Value {
+    request(
+        "add-tls",
+        svc,
+        "2026-01-01T00:00:00Z",
+        json!({"sslMode": "verify-full", "clientAuthMode": "scram"}),
+    )
 }
 
 fn request(name: &str, svc: &str, created: &str, tls: Value) -> Value {
@@ -97,7 +99,13 @@ fn request(name: &str, svc: &str, created: &str, tls: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_then_remove_tls_on_the_pooler_through_pgbouncer() {
     let n = Names::new();
-    let client = client(objects(&n)).await;
+    let remove = request(
+        "remove-tls",
+        &n.svc,
+        "2026-01-01T00:01:00Z",
+        json!({"remove": true}),
+    );
+    let client = client(objects(&n, vec![add_tls(&n.svc), remove])).await;
     let state = Arc::new(State::new(client.clone(), NS, false));
     let tmp = tempfile::tempdir().unwrap();
     let result = std::panic::AssertUnwindSafe(scenario(&client, &state, &n, tmp.path()))
@@ -344,4 +352,146 @@ async fn scenario(client: &Client, state: &Arc<State>, n: &Names, tmp: &Path) {
         "{}",
         text(&require.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_certificates_reloads_and_keeps_sessions() {
+    let n = Names::new();
+    let rotate = request(
+        "rotate-tls",
+        &n.svc,
+        "2026-01-01T00:01:00Z",
+        json!({"rotateCertificates": true}),
+    );
+    let client = client(objects(&n, vec![add_tls(&n.svc), rotate])).await;
+    let state = Arc::new(State::new(client.clone(), NS, false));
+    let tmp = tempfile::tempdir().unwrap();
+    let result = std::panic::AssertUnwindSafe(rotation(&client, &state, &n, tmp.path()))
+        .catch_unwind()
+        .await;
+    cleanup(&n).await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn serial(der: &[u8]) -> Vec<u8> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    cert.raw_serial().to_vec()
+}
+
+/// A session over TLS (verified against `ca` and the Secret's host name, reached at the
+/// loopback), kept open by the caller.
+async fn tls_session(
+    secret: &BTreeMap<String, String>,
+    port: u16,
+    ca: &str,
+) -> tokio_postgres::Client {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let (session, connection) = tokio_postgres::Config::new()
+        .host(&secret["HOST"])
+        .hostaddr("127.0.0.1".parse().unwrap())
+        .port(port)
+        .dbname(&secret["DATABASE"])
+        .user(&secret["USER"])
+        .password(&secret["PASSWORD"])
+        .ssl_mode(tokio_postgres::config::SslMode::Require)
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .connect(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    session
+}
+
+async fn rotation(client: &Client, state: &Arc<State>, n: &Names, tmp: &Path) {
+    use dbward::pgbouncer::admin::Console;
+    use dbward::pgbouncer::tls_probe::{leaf_der, presented_certificate, reload_until_presented};
+    let dbs: Api<Database> = Api::namespaced(client.clone(), &n.ns);
+    let users: Api<ServiceUser> = Api::namespaced(client.clone(), &n.ns);
+    let pools: Api<ConnectionPool> = Api::namespaced(client.clone(), &n.ns);
+    let requests: Api<DatabaseOpsRequest> = Api::namespaced(client.clone(), NS);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    reconcile(Arc::new(dbs.get("db").await.unwrap()), state.clone())
+        .await
+        .unwrap();
+    reconcile(Arc::new(users.get("app").await.unwrap()), state.clone())
+        .await
+        .unwrap();
+    let _ = reconcile(Arc::new(pools.get("web").await.unwrap()), state.clone()).await;
+    step_through(state, &requests, "add-tls").await;
+    let secret = pool_secret(client, n).await;
+    let ca = secret["CA_CERT"].clone();
+    let first = decoded_data(&secrets.get(&tls_secret_name(&n.svc)).await.unwrap());
+
+    let dir = tmp.join("pooler").join("tls");
+    let port = free_port();
+    materialise(client, n, &dir, port).await;
+    let bouncer = Bouncer::start(&dir.join("pgbouncer.ini"), port);
+    let before = presented_certificate("127.0.0.1", port, &secret["HOST"], &ca)
+        .await
+        .unwrap();
+    assert_eq!(before, leaf_der(&first["tls.crt"]).unwrap());
+    let session = tls_session(&secret, port, &ca).await;
+    session.simple_query("SELECT 1").await.unwrap();
+
+    assert_eq!(
+        step_through(state, &requests, "rotate-tls").await,
+        [
+            "ReconfigureTLS",
+            "IssueCertificatesSucceeded",
+            "CertificateSynced",
+            "ReloadPods",
+            "Successful"
+        ]
+    );
+    let rotated = decoded_data(&secrets.get(&tls_secret_name(&n.svc)).await.unwrap());
+    assert_ne!(rotated["tls.crt"], first["tls.crt"]);
+    assert_eq!(rotated["ca.crt"], first["ca.crt"], "the CA is kept");
+    assert_eq!(pool_secret(client, n).await["CA_CERT"], ca);
+
+    // The new files at the same paths, as the kubelet updates the mounted Secret: PgBouncer
+    // still presents what it loaded until RELOAD.
+    materialise(client, n, &dir, port).await;
+    let stale = presented_certificate("127.0.0.1", port, &secret["HOST"], &ca)
+        .await
+        .unwrap();
+    assert_eq!(stale, before, "{}", bouncer.log());
+    let auth: Secret = secrets.get(&format!("{}-pooler", n.svc)).await.unwrap();
+    let console = Console {
+        host: "127.0.0.1".into(),
+        port,
+        user: dbward::reconcile::pooler::ADMIN_USER.into(),
+        password: decoded_data(&auth)[dbward::reconcile::pooler::ADMIN_PASSWORD_KEY].clone(),
+    };
+    assert!(
+        reload_until_presented(&console, &secret["HOST"], &ca, &rotated["tls.crt"])
+            .await
+            .unwrap(),
+        "{}",
+        bouncer.log()
+    );
+    let after = presented_certificate("127.0.0.1", port, &secret["HOST"], &ca)
+        .await
+        .unwrap();
+    assert_eq!(after, leaf_der(&rotated["tls.crt"]).unwrap());
+    assert_ne!(serial(&after), serial(&before), "a new serial");
+    // The session opened before the rotation is still up; new clients verify the new one.
+    let rows = session.simple_query("SELECT 1").await.unwrap();
+    assert!(!rows.is_empty());
+    let root = tmp.join("pool-ca.crt");
+    std::fs::write(&root, &ca).unwrap();
+    ok(&psql(&secret, port, "verify-full", &root), &bouncer);
 }

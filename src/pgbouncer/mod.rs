@@ -6,3 +6,4 @@
 pub mod admin;
 pub mod config;
 pub mod lookup;
+pub mod tls_probe;

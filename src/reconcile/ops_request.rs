@@ -166,7 +166,10 @@ pub async fn run_step<C: Cluster>(
             ))
         }
         Step::RotateCredentials => rotate(ctx, request, user, &staging).await,
-        Step::IssueCertificates | Step::RemoveCertificates | Step::SyncCertificate => Err(fail(
+        Step::IssueCertificates
+        | Step::RemoveCertificates
+        | Step::SyncCertificate
+        | Step::ReloadPods => Err(fail(
             "Invalid",
             format!("{} is not a step of RotateCredentials", step.condition()),
         )),

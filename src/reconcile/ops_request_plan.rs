@@ -45,6 +45,9 @@ pub enum Step {
     /// ReconfigureTLS: the service's pools reconciled with the new TLS settings — the pooler's
     /// configuration and Deployment, and every pool Secret's `SSLMODE` and `CA_CERT`.
     SyncCertificate,
+    /// ReconfigureTLS (rotate): every ready pooler pod presents the new certificate to new
+    /// handshakes, after a `RELOAD` (established sessions stay).
+    ReloadPods,
 }
 
 impl Step {
@@ -56,6 +59,7 @@ impl Step {
             Step::IssueCertificates => "IssueCertificatesSucceeded",
             Step::RemoveCertificates => "CertificatesRemoved",
             Step::SyncCertificate => "CertificateSynced",
+            Step::ReloadPods => "ReloadPods",
         }
     }
 
@@ -67,12 +71,13 @@ impl Step {
             Step::IssueCertificates => "IssueCertificatesFailed",
             Step::RemoveCertificates => "RemoveCertificatesFailed",
             Step::SyncCertificate => "CertificateSyncFailed",
+            Step::ReloadPods => "ReloadPodsFailed",
         }
     }
 }
 
 /// The steps of a request, in order; `None` for a request dbward does not run (yet): a
-/// ReconfigureTLS with a cert-manager `issuerRef`, or one that rotates certificates.
+/// ReconfigureTLS with a cert-manager `issuerRef`.
 pub fn steps(spec: &DatabaseOpsRequestSpec) -> Option<&'static [Step]> {
     match spec.op_type {
         OpsType::RotateCredentials => Some(&[Step::GenerateCredentials, Step::RotateCredentials]),
@@ -80,8 +85,16 @@ pub fn steps(spec: &DatabaseOpsRequestSpec) -> Option<&'static [Step]> {
             let tls = spec.tls.clone().unwrap_or_default();
             if tls.remove == Some(true) {
                 Some(&[Step::RemoveCertificates, Step::SyncCertificate])
-            } else if tls.issuer_ref.is_some() || tls.rotate_certificates == Some(true) {
+            } else if tls.issuer_ref.is_some() {
                 None
+            } else if tls.rotate_certificates == Some(true) {
+                // A new certificate at the same Secret (so at the same paths in the pods),
+                // loaded by the running pods with RELOAD.
+                Some(&[
+                    Step::IssueCertificates,
+                    Step::SyncCertificate,
+                    Step::ReloadPods,
+                ])
             } else {
                 Some(&[Step::IssueCertificates, Step::SyncCertificate])
             }

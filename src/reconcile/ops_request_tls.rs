@@ -78,7 +78,10 @@ pub async fn run_step<C: Cluster>(
                 "Secret {tls_name:?} is deleted: the pooler serves clients without TLS"
             ))
         }
-        Step::GenerateCredentials | Step::RotateCredentials | Step::SyncCertificate => Err(fail(
+        Step::GenerateCredentials
+        | Step::RotateCredentials
+        | Step::SyncCertificate
+        | Step::ReloadPods => Err(fail(
             "Invalid",
             format!("{} is not a Secret step", step.condition()),
         )),

@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{CommonStatus, ConnectionPool, DatabaseService};
 use crate::pgbouncer::admin::Console;
+use crate::pgbouncer::tls_probe;
 
 use super::connection_pool::{Endpoint, POOLER_LABEL};
 use super::controller::Reconciled;
@@ -320,6 +321,24 @@ async fn observe_pods(
     service: &str,
     console: &Console,
 ) -> Result<Vec<PodState>, Error> {
+    let mut states = Vec::new();
+    for ip in ready_pod_ips(cluster, namespace, service).await? {
+        let console = Console {
+            host: ip.clone(),
+            ..console.clone()
+        };
+        let shown = console.show_databases().await.map_err(|e| e.to_string());
+        states.push(PodState { ip, shown });
+    }
+    Ok(states)
+}
+
+/// The addresses of the service's ready PgBouncer pods (from the pod cache once it has listed).
+async fn ready_pod_ips(
+    cluster: &KubeCluster,
+    namespace: &str,
+    service: &str,
+) -> Result<Vec<String>, Error> {
     let pods: Vec<Pod> = match cluster.synced_caches() {
         Some(caches) => caches
             .pooler
@@ -336,16 +355,59 @@ async fn observe_pods(
                 .items
         }
     };
-    let mut states = Vec::new();
-    for ip in ready_ips(&pods, namespace, service) {
+    Ok(ready_ips(&pods, namespace, service))
+}
+
+/// After a certificate rotation: every ready pod of `service`'s pooler is made to present the
+/// serving Secret's certificate to new handshakes (`RELOAD` where it does not yet; established
+/// sessions stay). Returns the ready pods and how many of them present it.
+pub async fn reload_for_certificate(
+    ctx: &Context<KubeCluster>,
+    service: &str,
+) -> Result<(usize, usize), Error> {
+    let namespace = ctx.operator_namespace.as_str();
+    let not_ready = |message: String| Error::PoolerNotReady { message };
+    let Some(tls) = managed_tls(ctx, service).await? else {
+        return Err(not_ready(format!(
+            "the pooler's TLS Secret {:?} is missing",
+            pooler_tls::tls_secret_name(service)
+        )));
+    };
+    let tls = decoded_data(&tls);
+    let auth = ctx
+        .cluster
+        .get_secret(namespace, &pooler::object_name(service))
+        .await?
+        .map(|s| decoded_data(&s))
+        .unwrap_or_default();
+    let console = Console {
+        host: String::new(),
+        port: PORT,
+        user: pooler::ADMIN_USER.to_owned(),
+        password: auth
+            .get(pooler::ADMIN_PASSWORD_KEY)
+            .cloned()
+            .unwrap_or_default(),
+    };
+    let server_name = pooler_tls::dns_names(service, namespace)[2].clone();
+    let ips = ready_pod_ips(&ctx.cluster, namespace, service).await?;
+    let mut presenting = 0;
+    for ip in &ips {
         let console = Console {
             host: ip.clone(),
             ..console.clone()
         };
-        let shown = console.show_databases().await.map_err(|e| e.to_string());
-        states.push(PodState { ip, shown });
+        let done = tls_probe::reload_until_presented(
+            &console,
+            &server_name,
+            tls.get("ca.crt").map_or("", String::as_str),
+            tls.get("tls.crt").map_or("", String::as_str),
+        )
+        .await
+        .map_err(|e| not_ready(format!("pod {ip}: {e}")))?;
+        presenting += usize::from(done);
     }
-    Ok(states)
+    Ok((ips.len(), presenting))
 }
 
 /// The addresses of `service`'s ready pooler pods in `namespace`.

@@ -306,6 +306,27 @@ async fn wait(
     Ok(Advanced::Stop(Requeue::requeue(WAIT_RETRY)))
 }
 
+/// Every ready pooler pod presents the new certificate (RELOAD where needed); until then the
+/// step is retried (the kubelet updates a mounted Secret within its sync period).
+async fn reload_pods(state: &Arc<State>, service: &DatabaseService) -> Result<String, StepError> {
+    let svc = service.name_any();
+    let (pods, presenting) = pooler_kube::reload_for_certificate(&state.ctx, &svc).await?;
+    if presenting < pods {
+        return Err(StepError::Retry(Error::PoolerNotReady {
+            message: format!(
+                "{presenting} of {pods} pooler pod(s) present the new certificate; the others were sent RELOAD and are asked again (their mounted Secret may not be updated yet)"
+            ),
+        }));
+    }
+    Ok(if pods == 0 {
+        "no pooler pod is ready: pods load the new certificate when they start".to_owned()
+    } else {
+        format!(
+            "{pods} pooler pod(s) present the new certificate to new handshakes (RELOAD; established sessions stay)"
+        )
+    })
+}
+
 /// Runs `step`: done is a transition; a transient failure is retried (with a warning event);
 /// a permanent one ends the request `Failed`.
 async fn run(
@@ -318,6 +339,7 @@ async fn run(
         (Subject::Service(service), machine::Step::SyncCertificate) => {
             sync_pools(state, request, service).await
         }
+        (Subject::Service(service), machine::Step::ReloadPods) => reload_pods(state, service).await,
         (Subject::Service(service), step) => {
             ops_request_tls::run_step(&state.ctx, request, service, step).await
         }

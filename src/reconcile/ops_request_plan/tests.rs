@@ -379,8 +379,16 @@ fn reconfigure_tls_steps() {
         rotate_certificates: Some(true),
         ..TlsChange::default()
     });
-    // Not run yet (the running pods would need a RELOAD).
-    assert_eq!(steps(&rotate_certs), None);
+    assert_eq!(
+        steps(&rotate_certs),
+        Some(
+            &[
+                Step::IssueCertificates,
+                Step::SyncCertificate,
+                Step::ReloadPods
+            ][..]
+        )
+    );
     let remove = tls(TlsChange {
         remove: Some(true),
         ..TlsChange::default()
