@@ -30,7 +30,11 @@ use kube::api::Api;
 use pooler_support::{Bouncer, Names, cleanup, text};
 use serde_json::{Value, json};
 
-use fake_api::client;
+use fake_api::without_cert_manager;
+
+async fn client(objects: Vec<Value>) -> Client {
+    without_cert_manager(fake_api::client(objects).await)
+}
 
 const NS: &str = "dbward-system";
 
@@ -494,4 +498,56 @@ async fn rotation(client: &Client, state: &Arc<State>, n: &Names, tmp: &Path) {
     let root = tmp.join("pool-ca.crt");
     std::fs::write(&root, &ca).unwrap();
     ok(&psql(&secret, port, "verify-full", &root), &bouncer);
+}
+
+/// An `issuerRef` without cert-manager's API (the in-memory API serves no cert-manager.io):
+/// the request fails `CertManagerNotInstalled` at its first step, and nothing is written.
+#[tokio::test]
+async fn an_issuer_without_cert_manager_fails() {
+    let n = Names::new();
+    let issuer = request(
+        "issuer-tls",
+        &n.svc,
+        "2026-01-01T00:00:00Z",
+        json!({"issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer",
+                             "apiGroup": "cert-manager.io"}}),
+    );
+    let client = client(objects(&n, vec![issuer])).await;
+    let state = Arc::new(State::new(client.clone(), NS, false));
+    let requests: Api<DatabaseOpsRequest> = Api::namespaced(client.clone(), NS);
+    let mut request = requests.get("issuer-tls").await.unwrap();
+    for _ in 0..10 {
+        match advance(&state, &request).await.unwrap() {
+            Advanced::Next(updated) => request = *updated,
+            Advanced::Stop(_) => break,
+        }
+    }
+    let status = requests.get("issuer-tls").await.unwrap().status.unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Failed"));
+    let failed = status.conditions.last().unwrap();
+    assert_eq!(
+        (
+            failed.type_.as_str(),
+            failed.status.as_str(),
+            failed.reason.as_str()
+        ),
+        (
+            "IssueCertificatesSucceeded",
+            "False",
+            "CertManagerNotInstalled"
+        )
+    );
+    assert!(
+        failed.message.contains("install cert-manager"),
+        "{}",
+        failed.message
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    assert!(
+        secrets
+            .get_opt(&tls_secret_name(&n.svc))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

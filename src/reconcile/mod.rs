@@ -10,6 +10,7 @@
 //! [`kube_cluster::KubeCluster`]) and `dbward reconcile --local` ([`local::LocalCluster`]).
 //! What only a cluster has — finalizers, status, events, requeues — lives in [`controller`].
 
+pub mod cert_manager;
 pub mod connection_pool;
 pub mod context;
 pub mod controller;

@@ -37,8 +37,9 @@ pub enum Step {
     /// RotateCredentials: the new password set on the server, then written to the user's
     /// Secret.
     RotateCredentials,
-    /// ReconfigureTLS (add, rotate): a new serving certificate for the pooler Service's names
-    /// from dbward's own CA for the pooler, written to the pooler's serving Secret.
+    /// ReconfigureTLS (add, rotate, change issuer): a new serving certificate for the pooler
+    /// Service's names in the pooler's serving Secret, from dbward's own CA for the pooler or
+    /// from cert-manager (`issuerRef`: a `Certificate`, waited for until it is issued).
     IssueCertificates,
     /// ReconfigureTLS (remove): the pooler's serving Secret deleted.
     RemoveCertificates,
@@ -76,8 +77,7 @@ impl Step {
     }
 }
 
-/// The steps of a request, in order; `None` for a request dbward does not run (yet): a
-/// ReconfigureTLS with a cert-manager `issuerRef`.
+/// The steps of a request, in order (`None`: a request dbward does not run).
 pub fn steps(spec: &DatabaseOpsRequestSpec) -> Option<&'static [Step]> {
     match spec.op_type {
         OpsType::RotateCredentials => Some(&[Step::GenerateCredentials, Step::RotateCredentials]),
@@ -85,11 +85,10 @@ pub fn steps(spec: &DatabaseOpsRequestSpec) -> Option<&'static [Step]> {
             let tls = spec.tls.clone().unwrap_or_default();
             if tls.remove == Some(true) {
                 Some(&[Step::RemoveCertificates, Step::SyncCertificate])
-            } else if tls.issuer_ref.is_some() {
-                None
-            } else if tls.rotate_certificates == Some(true) {
+            } else if tls.issuer_ref.is_some() || tls.rotate_certificates == Some(true) {
                 // A new certificate at the same Secret (so at the same paths in the pods),
-                // loaded by the running pods with RELOAD.
+                // loaded by the running pods with RELOAD: a rotation, or a (new) cert-manager
+                // issuer.
                 Some(&[
                     Step::IssueCertificates,
                     Step::SyncCertificate,

@@ -449,6 +449,10 @@ def test_rbac_resource_names_where_intended():
     assert grants(objs, "Role", "", "services") == pooler
     assert grants(objs, "Role", "", "configmaps") == pooler
     assert grants(objs, "Role", "", "pods") == {"list": None, "watch": None}
+    # The poolers' cert-manager Certificates (ReconfigureTLS with issuerRef), in dbward's namespace.
+    assert grants(objs, "Role", "cert-manager.io", "certificates") == {
+        v: None for v in ("get", "create", "patch", "delete")}
+    assert grants(objs, "ClusterRole", "cert-manager.io", "certificates") == {}
     for resource in ("deployments", "services", "configmaps", "pods"):
         assert grants(objs, "ClusterRole", "apps", resource) == {}
         assert grants(objs, "ClusterRole", "", resource) == {}

@@ -48,3 +48,50 @@ pub async fn counting_client(objects: Vec<serde_json::Value>, gets: Arc<AtomicUs
         .await
         .expect("fake client")
 }
+
+/// `inner`, answering every request under `/apis/cert-manager.io` with 404 as an API server
+/// without cert-manager does (the in-memory API serves no discovery at all).
+pub fn without_cert_manager(inner: Client) -> Client {
+    Client::new(NoCertManager(inner), "default")
+}
+
+#[derive(Clone)]
+pub struct NoCertManager(Client);
+
+type Request = hyper::Request<kube::client::Body>;
+type Response = hyper::Response<kube::client::Body>;
+
+impl tower_service::Service<Request> for NoCertManager {
+    type Response = Response;
+    type Error = kube::Error;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Response, kube::Error>> + Send + 'static>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), kube::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let inner = self.0.clone();
+        Box::pin(async move {
+            if request.uri().path().starts_with("/apis/cert-manager.io") {
+                let status = serde_json::json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "reason": "NotFound", "code": 404,
+                    "message": "the server could not find the requested resource"
+                });
+                return Ok(hyper::Response::builder()
+                    .status(404)
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(
+                        serde_json::to_vec(&status).unwrap(),
+                    ))
+                    .unwrap());
+            }
+            inner.send(request).await
+        })
+    }
+}

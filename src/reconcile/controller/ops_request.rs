@@ -22,7 +22,7 @@ use crate::reconcile::ops_request::{self, StepError};
 use crate::reconcile::ops_request_plan::{self as machine, Next, Observed, Queued, Record};
 use crate::reconcile::status::now;
 use crate::reconcile::{Cluster, Error, FIELD_MANAGER, Retry};
-use crate::reconcile::{ops_request_tls, pooler_kube, pooler_tls};
+use crate::reconcile::{cert_manager, ops_request_tls, pooler_kube, pooler_tls};
 
 use super::State;
 
@@ -306,6 +306,50 @@ async fn wait(
     Ok(Advanced::Stop(Requeue::requeue(WAIT_RETRY)))
 }
 
+/// `IssueCertificates` from a cert-manager issuer: the pooler's `Certificate` (its Secret is
+/// the pooler's serving Secret), then waits until cert-manager has issued it. Without
+/// cert-manager's API the request fails `CertManagerNotInstalled`.
+async fn issue_with_cert_manager(
+    state: &Arc<State>,
+    request: &DatabaseOpsRequest,
+    service: &DatabaseService,
+) -> Result<String, StepError> {
+    let change = request.spec.tls.clone().unwrap_or_default();
+    let Some(issuer) = change.issuer_ref.clone() else {
+        return Err(StepError::Fail {
+            reason: "Invalid",
+            message: "spec.tls.issuerRef: Required value".to_owned(),
+        });
+    };
+    let policy = pooler_tls::policy(&change)
+        .map_err(|(reason, message)| StepError::Fail { reason, message })?;
+    let client = state.client();
+    if !cert_manager::served(&client).await? {
+        return Err(StepError::Fail {
+            reason: "CertManagerNotInstalled",
+            message: format!(
+                "spec.tls.issuerRef names a cert-manager {:?} {:?}, but the API server does not serve {} Certificates: install cert-manager, or leave issuerRef out to use dbward's own CA",
+                issuer.kind,
+                issuer.name,
+                cert_manager::GROUP_VERSION
+            ),
+        });
+    }
+    let ns = &state.ctx.operator_namespace;
+    let wanted = cert_manager::certificate(service, ns, &issuer, &policy);
+    let stored = cert_manager::apply_certificate(&client, ns, &wanted).await?;
+    cert_manager::issued(&stored)
+        .map_err(|message| StepError::Retry(Error::PoolerNotReady { message }))?;
+    Ok(format!(
+        "cert-manager issued Certificate {:?} from {:?} {:?} into Secret {:?}; clients are told sslmode {}",
+        stored.name_any(),
+        issuer.kind,
+        issuer.name,
+        pooler_tls::tls_secret_name(&service.name_any()),
+        policy.sslmode
+    ))
+}
+
 /// Every ready pooler pod presents the new certificate (RELOAD where needed); until then the
 /// step is retried (the kubelet updates a mounted Secret within its sync period).
 async fn reload_pods(state: &Arc<State>, service: &DatabaseService) -> Result<String, StepError> {
@@ -335,9 +379,25 @@ async fn run(
     subject: &Subject,
     step: machine::Step,
 ) -> Result<Advanced, Error> {
+    let issuer = request
+        .spec
+        .tls
+        .as_ref()
+        .and_then(|t| t.issuer_ref.as_ref());
     let result = match (subject, step) {
         (Subject::Service(service), machine::Step::SyncCertificate) => {
             sync_pools(state, request, service).await
+        }
+        (Subject::Service(service), machine::Step::IssueCertificates) if issuer.is_some() => {
+            issue_with_cert_manager(state, request, service).await
+        }
+        (Subject::Service(service), machine::Step::RemoveCertificates) => {
+            // cert-manager would write the Secret again.
+            let ns = &state.ctx.operator_namespace;
+            match cert_manager::delete_certificate(&state.client(), ns, &service.name_any()).await {
+                Ok(()) => ops_request_tls::run_step(&state.ctx, request, service, step).await,
+                Err(e) => Err(StepError::Retry(e)),
+            }
         }
         (Subject::Service(service), machine::Step::ReloadPods) => reload_pods(state, service).await,
         (Subject::Service(service), step) => {
