@@ -551,3 +551,37 @@ async fn an_issuer_without_cert_manager_fails() {
             .is_none()
     );
 }
+
+/// A pooler with the admin's own certificate Secret (`spec.pooler.tls.secretName`) is not
+/// changed by a request: it fails `PoolerSecretNameSet`, and writes no Secret.
+#[tokio::test]
+async fn the_admins_own_pooler_secret_is_left_alone() {
+    let n = Names::new();
+    let mut all = objects(&n, vec![add_tls(&n.svc)]);
+    for o in &mut all {
+        if o["kind"] == "DatabaseService" {
+            o["spec"]["pooler"] = json!({"tls": {"secretName": "admins-cert"}});
+        }
+    }
+    let client = client(all).await;
+    let state = Arc::new(State::new(client.clone(), NS, false));
+    let requests: Api<DatabaseOpsRequest> = Api::namespaced(client.clone(), NS);
+    let mut request = requests.get("add-tls").await.unwrap();
+    for _ in 0..10 {
+        match advance(&state, &request).await.unwrap() {
+            Advanced::Next(updated) => request = *updated,
+            Advanced::Stop(_) => break,
+        }
+    }
+    let status = requests.get("add-tls").await.unwrap().status.unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Failed"));
+    let failed = status.conditions.last().unwrap();
+    assert_eq!(
+        (failed.type_.as_str(), failed.reason.as_str()),
+        ("IssueCertificatesSucceeded", "PoolerSecretNameSet")
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    for name in [tls_secret_name(&n.svc), ca_secret_name(&n.svc)] {
+        assert!(secrets.get_opt(&name).await.unwrap().is_none(), "{name}");
+    }
+}

@@ -52,6 +52,9 @@ pub async fn run_step<C: Cluster>(
     let tls_name = pooler_tls::tls_secret_name(&svc);
     match step {
         Step::IssueCertificates => {
+            if let Some((reason, message)) = pooler_tls::admin_secret_set(service) {
+                return Err(fail(reason, message));
+            }
             let change = request.spec.tls.clone().unwrap_or_default();
             let policy = pooler_tls::policy(&change).map_err(|(r, m)| fail(r, m))?;
             let ca_name = pooler_tls::ca_secret_name(&svc);

@@ -108,6 +108,26 @@ pub fn policy(change: &TlsChange) -> Result<ClientTlsPolicy, (&'static str, Stri
     Ok(ClientTlsPolicy { sslmode, auth_mode })
 }
 
+/// Pure: why a ReconfigureTLS request cannot change `service`'s pooler: the admin gave it a
+/// Secret of their own (`spec.pooler.tls.secretName`), which takes precedence over the
+/// request's Secret.
+pub fn admin_secret_set(service: &DatabaseService) -> Option<(&'static str, String)> {
+    let name = service
+        .spec
+        .pooler
+        .as_ref()?
+        .tls
+        .as_ref()?
+        .secret_name
+        .as_ref()?;
+    Some((
+        "PoolerSecretNameSet",
+        format!(
+            "the DatabaseService's spec.pooler.tls.secretName {name:?} is the pooler's certificate and takes precedence; change that Secret, or unset secretName to let ReconfigureTLS manage TLS"
+        ),
+    ))
+}
+
 /// The policy a serving Secret records (`None`: not a Secret of this module's).
 pub fn recorded_policy(secret: &Secret) -> Option<ClientTlsPolicy> {
     let annotations = secret.metadata.annotations.as_ref()?;

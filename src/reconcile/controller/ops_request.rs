@@ -314,6 +314,9 @@ async fn issue_with_cert_manager(
     request: &DatabaseOpsRequest,
     service: &DatabaseService,
 ) -> Result<String, StepError> {
+    if let Some((reason, message)) = pooler_tls::admin_secret_set(service) {
+        return Err(StepError::Fail { reason, message });
+    }
     let change = request.spec.tls.clone().unwrap_or_default();
     let Some(issuer) = change.issuer_ref.clone() else {
         return Err(StepError::Fail {
