@@ -170,7 +170,10 @@ impl MyServer {
 
     fn classify(&self, e: mysql_async::Error, other: impl FnOnce(DriverError) -> Error) -> Error {
         match &e {
-            mysql_async::Error::Server(s) if s.code == 1045 || s.code == 1044 => {
+            // 1045 access denied, 1044 to a database; 1698 is MariaDB's access denied when its
+            // authentication plugin exchange ends without a password check (seen for an
+            // unknown user under load): the same refusal of the login.
+            mysql_async::Error::Server(s) if matches!(s.code, 1044 | 1045 | 1698) => {
                 Error::ConnectRejected {
                     engine: Engine::Mysql,
                     host: self.host.clone(),
