@@ -54,10 +54,10 @@ fn transition(request: &Value, type_: &str) -> String {
         .to_owned()
 }
 
-/// A key of a Secret in team-a, decoded.
-fn secret_value(cluster: &Cluster, name: &str, key: &str) -> Option<String> {
+/// A key of a Secret, decoded.
+fn secret_value(cluster: &Cluster, namespace: &str, name: &str, key: &str) -> Option<String> {
     use base64::Engine as _;
-    let secret = cluster.get_json("secret", NS, name);
+    let secret = cluster.get_json("secret", namespace, name);
     let encoded = secret["data"][key].as_str()?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded)
@@ -67,7 +67,7 @@ fn secret_value(cluster: &Cluster, name: &str, key: &str) -> Option<String> {
 
 /// The password in the ServiceUser orders-app's Secret.
 fn secret_password(cluster: &Cluster) -> String {
-    secret_value(cluster, "orders-app-db", "SERVICEUSER_PASSWORD").expect("a password")
+    secret_value(cluster, NS, "orders-app-db", "SERVICEUSER_PASSWORD").expect("a password")
 }
 
 /// Whether the server's stored SCRAM verifier of orders_app is `password`'s (the loopback
@@ -210,7 +210,9 @@ pub fn one_request_per_target(cluster: &Cluster, password: &str) -> String {
 /// password was not rotated again.
 pub fn not_run_again(cluster: &Cluster, example: &Value, password: &str) {
     // The example's add-TLS request (from dbward's namespace) ran: dbward's CA issued the
-    // pooler's certificate, and the pool Secret tells clients to use TLS with that CA.
+    // pooler's certificate into the serving Secret the pool reconciler takes up. (It runs after
+    // the pooler step deleted the last pool, so no pool Secret is left to carry it; what pool
+    // Secrets and pgbouncer.ini make of it is tests/ops_request_tls.rs.)
     let tls = cluster.get_json("databaseopsrequest", "dbward-system", "shared-pg-add-tls");
     assert_eq!(tls["status"]["phase"], "Successful", "{}", tls["status"]);
     assert_eq!(
@@ -222,15 +224,23 @@ pub fn not_run_again(cluster: &Cluster, example: &Value, password: &str) {
             "Successful"
         ]
     );
+    let serving = cluster.get_json("secret", "dbward-system", "shared-pg-pooler-tls");
+    assert_eq!(serving["type"], "kubernetes.io/tls");
     assert_eq!(
-        secret_value(cluster, "orders-pool", "CONNECTIONPOOL_SSLMODE").as_deref(),
-        Some("require")
+        serving["metadata"]["annotations"]["dbward.dev/client-tls-sslmode"],
+        "require"
     );
-    assert!(
-        secret_value(cluster, "orders-pool", "CONNECTIONPOOL_CA_CERT")
-            .is_some_and(|ca| ca.starts_with("-----BEGIN CERTIFICATE-----")),
-        "the pool Secret carries the pooler's CA"
+    assert_eq!(
+        serving["metadata"]["ownerReferences"][0]["kind"],
+        "DatabaseService"
     );
+    for key in ["tls.crt", "ca.crt"] {
+        assert!(
+            secret_value(cluster, "dbward-system", "shared-pg-pooler-tls", key)
+                .is_some_and(|pem| pem.starts_with("-----BEGIN CERTIFICATE-----")),
+            "the serving Secret holds {key}"
+        );
+    }
     let now = cluster.get_json("databaseopsrequest", NS, "orders-app-rotate");
     assert_eq!(now["status"], example["status"]);
     assert_eq!(secret_password(cluster), password);
