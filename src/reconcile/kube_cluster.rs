@@ -147,6 +147,17 @@ impl Cluster for KubeCluster {
             .map_err(kube_error("get Secret"))
     }
 
+    async fn get_managed_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Secret>, Error> {
+        match self.synced_caches() {
+            Some(caches) => Ok(caches.secret(namespace, name)),
+            None => self.get_secret(namespace, name).await,
+        }
+    }
+
     async fn apply_secret(&self, secret: &Secret) -> Result<(), Error> {
         apply(&self.client, secret, "apply Secret").await
     }

@@ -427,6 +427,17 @@ pub trait Cluster: Send + Sync {
         name: &str,
     ) -> impl Future<Output = Result<Option<Secret>, Error>> + Send;
 
+    /// A Secret dbward labels as its own ([`MANAGED_BY`]) that may well not exist: where the
+    /// controllers cache those Secrets, a miss there means it does not (no request per
+    /// reconcile for an absent one); elsewhere as [`Cluster::get_secret`].
+    fn get_managed_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Secret>, Error>> + Send {
+        self.get_secret(namespace, name)
+    }
+
     /// Server-side applies a Secret (field manager [`FIELD_MANAGER`]).
     fn apply_secret(&self, secret: &Secret) -> impl Future<Output = Result<(), Error>> + Send;
 

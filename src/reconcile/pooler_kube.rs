@@ -126,13 +126,15 @@ pub fn cluster_layout(
     }
 }
 
-/// The serving Secret a ReconfigureTLS request left for `service`'s pooler, if any.
+/// The serving Secret a ReconfigureTLS request left for `service`'s pooler, if any (from the
+/// cache of dbward's Secrets: most poolers have none, and asking for it on every reconcile
+/// would cost each pass a request; its change requeues the pools).
 pub async fn managed_tls<C: Cluster>(
     ctx: &Context<C>,
     service: &str,
 ) -> Result<Option<Secret>, Error> {
     ctx.cluster
-        .get_secret(
+        .get_managed_secret(
             &ctx.operator_namespace,
             &pooler_tls::tls_secret_name(service),
         )
