@@ -197,9 +197,13 @@ pub struct TempMariadb {
 impl TempMariadb {
     pub fn init() -> TempMariadb {
         let dir = temp_dir("maria");
+        // Its own temporary directory: in the shared /tmp the bootstrap's temporary tables
+        // vanished under parallel tests ("Could not remove temporary table … error: 2").
+        std::fs::create_dir_all(dir.join("tmp")).expect("tmp dir");
         run(Command::new("mariadb-install-db")
             .arg("--no-defaults")
             .arg(format!("--datadir={}", dir.join("data").display()))
+            .arg(format!("--tmpdir={}", dir.join("tmp").display()))
             .args([
                 "--auth-root-authentication-method=normal",
                 "--user=root",
@@ -222,6 +226,7 @@ impl TempMariadb {
             .arg(format!("--port={}", self.port))
             .arg(format!("--socket={}", self.dir.join("sock").display()))
             .arg(format!("--pid-file={}", self.dir.join("pid").display()))
+            .arg(format!("--tmpdir={}", self.dir.join("tmp").display()))
             .args([
                 "--bind-address=127.0.0.1",
                 "--user=root",
