@@ -188,6 +188,20 @@ impl Fixture {
         self.requests.get(name).await.unwrap()
     }
 
+    /// `name` ended `Failed`, its condition `step` `False` with `reason`.
+    async fn assert_failed(&self, name: &str, step: &str, reason: &str) {
+        let failed = self.request(name).await;
+        assert_eq!(
+            failed.status.as_ref().unwrap().phase.as_deref(),
+            Some("Failed")
+        );
+        assert!(
+            conditions(&failed).contains(&(step.into(), "False".into(), reason.into())),
+            "{:?}",
+            conditions(&failed)
+        );
+    }
+
     async fn drop_role(&self) {
         self.server
             .apply(&[SqlAction::DropRole {
@@ -447,20 +461,8 @@ async fn a_user_with_its_own_password_is_not_rotated() {
     assert_eq!(f.secret_password().await, "my-own-password");
 
     f.step_through("rot").await;
-    let failed = f.request("rot").await;
-    assert_eq!(
-        failed.status.as_ref().unwrap().phase.as_deref(),
-        Some("Failed")
-    );
-    assert!(
-        conditions(&failed).contains(&(
-            "CredentialsRotated".into(),
-            "False".into(),
-            "PasswordSecretRefSet".into()
-        )),
-        "{:?}",
-        conditions(&failed)
-    );
+    f.assert_failed("rot", "CredentialsRotated", "PasswordSecretRefSet")
+        .await;
     assert_eq!(f.secret_password().await, "my-own-password");
     assert_eq!(
         f.server_state("my-own-password").await,
@@ -488,18 +490,8 @@ async fn a_tenants_secret_with_the_staging_name_is_left_alone() {
     f.reconcile_user().await;
     let before = f.secret_password().await;
     f.step_through("rot").await;
-    let failed = f.request("rot").await;
-    assert_eq!(
-        failed.status.as_ref().unwrap().phase.as_deref(),
-        Some("Failed")
-    );
-    assert!(
-        conditions(&failed)
-            .iter()
-            .any(|(_, status, reason)| status == "False" && reason == "StagingSecretTaken"),
-        "{:?}",
-        conditions(&failed)
-    );
+    f.assert_failed("rot", "CredentialsGenerated", "StagingSecretTaken")
+        .await;
     let theirs = f.secrets.get(&staging_name("app")).await.unwrap();
     let data = decoded_data(&theirs);
     assert_eq!(data["PASSWORD"], "chosen-by-the-tenant");

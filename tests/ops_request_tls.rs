@@ -100,16 +100,17 @@ fn request(name: &str, svc: &str, created: &str, tls: Value) -> Value {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn add_then_remove_tls_on_the_pooler_through_pgbouncer() {
+/// `scenario` on a fresh in-memory API holding the fixture, the add-TLS request and the request
+/// `then_name` with `spec.tls` `then_tls` (created a minute later); what it made on the server
+/// is dropped whatever happens (an assertion in the scenario panics).
+async fn with_requests(
+    then_name: &str,
+    then_tls: Value,
+    scenario: impl AsyncFnOnce(&Client, &Arc<State>, &Names, &Path),
+) {
     let n = Names::new();
-    let remove = request(
-        "remove-tls",
-        &n.svc,
-        "2026-01-01T00:01:00Z",
-        json!({"remove": true}),
-    );
-    let client = client(objects(&n, vec![add_tls(&n.svc), remove])).await;
+    let then = request(then_name, &n.svc, "2026-01-01T00:01:00Z", then_tls);
+    let client = client(objects(&n, vec![add_tls(&n.svc), then])).await;
     let state = Arc::new(State::new(client.clone(), NS, false));
     let tmp = tempfile::tempdir().unwrap();
     let result = std::panic::AssertUnwindSafe(scenario(&client, &state, &n, tmp.path()))
@@ -119,6 +120,11 @@ async fn add_then_remove_tls_on_the_pooler_through_pgbouncer() {
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_then_remove_tls_on_the_pooler_through_pgbouncer() {
+    with_requests("remove-tls", json!({"remove": true}), scenario).await;
 }
 
 /// Advances `name` until it stops; returns the condition types it recorded, in order.
@@ -360,23 +366,7 @@ async fn scenario(client: &Client, state: &Arc<State>, n: &Names, tmp: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_certificates_reloads_and_keeps_sessions() {
-    let n = Names::new();
-    let rotate = request(
-        "rotate-tls",
-        &n.svc,
-        "2026-01-01T00:01:00Z",
-        json!({"rotateCertificates": true}),
-    );
-    let client = client(objects(&n, vec![add_tls(&n.svc), rotate])).await;
-    let state = Arc::new(State::new(client.clone(), NS, false));
-    let tmp = tempfile::tempdir().unwrap();
-    let result = std::panic::AssertUnwindSafe(rotation(&client, &state, &n, tmp.path()))
-        .catch_unwind()
-        .await;
-    cleanup(&n).await;
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
+    with_requests("rotate-tls", json!({"rotateCertificates": true}), rotation).await;
 }
 
 fn serial(der: &[u8]) -> Vec<u8> {

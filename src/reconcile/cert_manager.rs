@@ -156,16 +156,7 @@ pub async fn delete_certificate(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn service() -> DatabaseService {
-        serde_json::from_value(json!({
-            "apiVersion": "dbward.dev/v1alpha1", "kind": "DatabaseService",
-            "metadata": {"name": "shared-pg", "uid": "svc-uid"},
-            "spec": {"engine": "postgres", "project": "proj",
-                     "connectorSecretRef": {"name": "admin"}}
-        }))
-        .unwrap()
-    }
+    use crate::reconcile::pooler_tls::tests::service;
 
     #[test]
     fn the_certificate_writes_the_pooler_serving_secret_with_the_policy() {

@@ -110,13 +110,21 @@ pub fn staging_secret(request: &DatabaseOpsRequest, user: &str, password: &str) 
 /// Whether `secret` is `request`'s staging Secret (owned by it). dbward never takes a password
 /// from, writes over or deletes a Secret of that name that is someone else's (a tenant's own).
 pub fn staged_by(secret: &Secret, request: &DatabaseOpsRequest) -> bool {
-    let uid = request.metadata.uid.as_deref();
+    request
+        .metadata
+        .uid
+        .as_deref()
+        .is_some_and(|uid| owned_by_request(secret, Some(uid)))
+}
+
+/// Whether a DatabaseOpsRequest owns `secret` (`uid`: that one; `None`: any).
+fn owned_by_request(secret: &Secret, uid: Option<&str>) -> bool {
     secret
         .metadata
         .owner_references
         .iter()
         .flatten()
-        .any(|o| o.kind == "DatabaseOpsRequest" && Some(o.uid.as_str()) == uid)
+        .any(|o| o.kind == "DatabaseOpsRequest" && uid.is_none_or(|uid| o.uid == uid))
 }
 
 fn not_staged_by_us(staging: &str) -> StepError {
@@ -310,13 +318,7 @@ pub async fn rotation_in_flight<C: Cluster>(
     let name = staging_name(user.metadata.name.as_deref().unwrap_or_default());
     let staged = ctx.cluster.get_secret(&namespace, &name).await?;
     // Only a request's own staging Secret (a tenant's Secret of that name is not a rotation).
-    let staged = staged.filter(|s| {
-        s.metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| o.kind == "DatabaseOpsRequest")
-    });
+    let staged = staged.filter(|s| owned_by_request(s, None));
     let Some(password) = staged_password(staged.as_ref()) else {
         return Ok(false);
     };

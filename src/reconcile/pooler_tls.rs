@@ -258,11 +258,12 @@ pub fn tls_secret(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::certs::plan::CertInfo;
 
-    fn service() -> DatabaseService {
+    /// The DatabaseService `shared-pg` whose pooler the TLS tests serve.
+    pub(crate) fn service() -> DatabaseService {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "dbward.dev/v1alpha1", "kind": "DatabaseService",
             "metadata": {"name": "shared-pg", "uid": "svc-uid"},
