@@ -6,10 +6,13 @@
 //! after adding TLS, `sslmode=verify-full` with the Secret's `CA_CERT` connects (and another CA
 //! or plaintext does not); after rotating the certificate, `RELOAD` (as the `ReloadPods` step
 //! sends it) makes new handshakes present the new certificate while a session opened before
-//! stays up; after removing TLS, plaintext connects and `sslmode=require` fails.
+//! stays up; after removing TLS, plaintext connects and `sslmode=require` fails. Changing the
+//! issuer to a cert-manager one is in [`issuer`].
 
 mod common;
 mod fake_api;
+#[path = "ops_request_tls/issuer.rs"]
+mod issuer;
 mod pooler_support;
 
 use std::collections::BTreeMap;
@@ -35,6 +38,10 @@ use fake_api::without_cert_manager;
 async fn client(objects: Vec<Value>) -> Client {
     without_cert_manager(fake_api::client(objects).await)
 }
+
+/// How the in-memory API answers for cert-manager.io ([`fake_api::with_cert_manager`] or
+/// [`without_cert_manager`]).
+type CertManagerApi = fn(Client) -> Client;
 
 const NS: &str = "dbward-system";
 
@@ -108,9 +115,19 @@ async fn with_requests(
     then_tls: Value,
     scenario: impl AsyncFnOnce(&Client, &Arc<State>, &Names, &Path),
 ) {
+    with_requests_on(without_cert_manager, then_name, then_tls, scenario).await
+}
+
+/// [`with_requests`] on an in-memory API that answers for cert-manager.io as `cert_manager`.
+async fn with_requests_on(
+    cert_manager: CertManagerApi,
+    then_name: &str,
+    then_tls: Value,
+    scenario: impl AsyncFnOnce(&Client, &Arc<State>, &Names, &Path),
+) {
     let n = Names::new();
     let then = request(then_name, &n.svc, "2026-01-01T00:01:00Z", then_tls);
-    let client = client(objects(&n, vec![add_tls(&n.svc), then])).await;
+    let client = cert_manager(fake_api::client(objects(&n, vec![add_tls(&n.svc), then])).await);
     let state = Arc::new(State::new(client.clone(), NS, false));
     let tmp = tempfile::tempdir().unwrap();
     let result = std::panic::AssertUnwindSafe(scenario(&client, &state, &n, tmp.path()))
@@ -410,14 +427,13 @@ async fn tls_session(
     session
 }
 
-async fn rotation(client: &Client, state: &Arc<State>, n: &Names, tmp: &Path) {
-    use dbward::pgbouncer::admin::Console;
-    use dbward::pgbouncer::tls_probe::{leaf_der, presented_certificate, reload_until_presented};
+/// The database, the user and the pool reconciled (the pooler's objects written), then the
+/// add-TLS request run to `Successful`: the pooler serves a certificate from dbward's CA.
+async fn pooler_with_dbward_tls(client: &Client, state: &Arc<State>, n: &Names) {
     let dbs: Api<Database> = Api::namespaced(client.clone(), &n.ns);
     let users: Api<ServiceUser> = Api::namespaced(client.clone(), &n.ns);
     let pools: Api<ConnectionPool> = Api::namespaced(client.clone(), &n.ns);
     let requests: Api<DatabaseOpsRequest> = Api::namespaced(client.clone(), NS);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
     reconcile(Arc::new(dbs.get("db").await.unwrap()), state.clone())
         .await
         .unwrap();
@@ -426,6 +442,24 @@ async fn rotation(client: &Client, state: &Arc<State>, n: &Names, tmp: &Path) {
         .unwrap();
     let _ = reconcile(Arc::new(pools.get("web").await.unwrap()), state.clone()).await;
     step_through(state, &requests, "add-tls").await;
+}
+
+/// PgBouncer's admin console on the loopback `port`, with the auth Secret's admin password.
+async fn console(secrets: &Api<Secret>, n: &Names, port: u16) -> dbward::pgbouncer::admin::Console {
+    let auth: Secret = secrets.get(&format!("{}-pooler", n.svc)).await.unwrap();
+    dbward::pgbouncer::admin::Console {
+        host: "127.0.0.1".into(),
+        port,
+        user: dbward::reconcile::pooler::ADMIN_USER.into(),
+        password: decoded_data(&auth)[dbward::reconcile::pooler::ADMIN_PASSWORD_KEY].clone(),
+    }
+}
+
+async fn rotation(client: &Client, state: &Arc<State>, n: &Names, tmp: &Path) {
+    use dbward::pgbouncer::tls_probe::{leaf_der, presented_certificate, reload_until_presented};
+    let requests: Api<DatabaseOpsRequest> = Api::namespaced(client.clone(), NS);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    pooler_with_dbward_tls(client, state, n).await;
     let secret = pool_secret(client, n).await;
     let ca = secret["CA_CERT"].clone();
     let first = decoded_data(&secrets.get(&tls_secret_name(&n.svc)).await.unwrap());
@@ -463,13 +497,7 @@ async fn rotation(client: &Client, state: &Arc<State>, n: &Names, tmp: &Path) {
         .await
         .unwrap();
     assert_eq!(stale, before, "{}", bouncer.log());
-    let auth: Secret = secrets.get(&format!("{}-pooler", n.svc)).await.unwrap();
-    let console = Console {
-        host: "127.0.0.1".into(),
-        port,
-        user: dbward::reconcile::pooler::ADMIN_USER.into(),
-        password: decoded_data(&auth)[dbward::reconcile::pooler::ADMIN_PASSWORD_KEY].clone(),
-    };
+    let console = console(&secrets, n, port).await;
     assert!(
         reload_until_presented(&console, &secret["HOST"], &ca, &rotated["tls.crt"])
             .await

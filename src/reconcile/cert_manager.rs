@@ -113,7 +113,8 @@ pub fn issued(certificate: &DynamicObject) -> Result<(), String> {
     }
 }
 
-/// Applies the `Certificate` (server-side apply) and returns it as stored.
+/// Applies the `Certificate` (server-side apply) unless it is stored with this spec already
+/// (a write would be one more thing for cert-manager to look at), and returns it as stored.
 pub async fn apply_certificate(
     client: &Client,
     operator_namespace: &str,
@@ -122,6 +123,15 @@ pub async fn apply_certificate(
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), operator_namespace, &certificate_resource());
     let name = certificate["metadata"]["name"].as_str().unwrap_or_default();
+    let stored = api
+        .get_opt(name)
+        .await
+        .map_err(kube_error("get Certificate"))?;
+    if let Some(stored) = stored
+        && stored.data["spec"] == certificate["spec"]
+    {
+        return Ok(stored);
+    }
     api.patch(
         name,
         &PatchParams::apply(FIELD_MANAGER).force(),
