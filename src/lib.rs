@@ -16,6 +16,7 @@ pub mod kube_requests;
 pub mod manifests;
 pub mod pgbouncer;
 pub mod private_file;
+pub mod query_template;
 pub mod reconcile;
 pub mod runtime;
 pub mod sql;

@@ -897,7 +897,95 @@ fn templates_compile() {
             ),
             &cluster(),
         ),
-        "remove the quotes around it",
+        "`{{ resource.x }}` at line 1, column 19 is inside a string literal ('…') opened at line 1, column 18: it would be sent as text inside the literal, not as a parameter",
+    );
+}
+
+#[test]
+fn templates_are_one_yaml_mapping_with_tags_inside_values() {
+    for (template, expected) in [
+        (
+            "kind: ConfigMap\n---\nkind: Secret\n",
+            "must be one YAML document, found 2",
+        ),
+        (
+            "- kind: ConfigMap\n",
+            "must be a YAML mapping (one Kubernetes object), found a list",
+        ),
+        (
+            "kind: ConfigMap\ndata:\n{% for k in row %}\n  {{ k }}: x\n{% endfor %}\n",
+            "must open and close within one YAML value: the template is parsed as YAML before rendering",
+        ),
+    ] {
+        denied(
+            &create(
+                &with(&query_resource(), "/spec/template", json!(template)),
+                &cluster(),
+            ),
+            "spec.template: Invalid value",
+        );
+        denied(
+            &create(
+                &with(&query_resource(), "/spec/template", json!(template)),
+                &cluster(),
+            ),
+            expected,
+        );
+    }
+}
+
+#[test]
+fn status_queries_bind_values_outside_quotes() {
+    let status = |sql: &str| {
+        with(
+            &query_resource(),
+            "/spec/statusUpdateQueryTemplate",
+            json!(sql),
+        )
+    };
+    allowed(&create(
+        &status(
+            "UPDATE users SET synced = {{ resource.metadata.name }} WHERE note = 'it''s {done}'",
+        ),
+        &cluster(),
+    ));
+    denied(
+        &create(
+            &status("UPDATE users SET a = $tag$ {{ resource.x }} $tag$"),
+            &cluster(),
+        ),
+        "is inside a dollar-quoted string ($tag$…$tag$)",
+    );
+    denied(
+        &create(
+            &status("UPDATE users SET a = 1 -- {{ resource.x }}"),
+            &cluster(),
+        ),
+        "is inside a comment (-- …)",
+    );
+    denied(
+        &create(&status("DROP TABLE users"), &cluster()),
+        "spec.statusUpdateQueryTemplate: Invalid value: \"DROP TABLE users\": does not compile: must be one data statement",
+    );
+    let mysql = with(&query_resource(), "/spec/database/type", json!("mysql"));
+    allowed(&create(
+        &with(
+            &mysql,
+            "/spec/statusUpdateQueryTemplate",
+            json!("UPDATE `users` SET synced = {{ resource.metadata.name }} # done"),
+        ),
+        &cluster(),
+    ));
+    denied(
+        &create(
+            &with(
+                &mysql,
+                "/spec/statusUpdateQueryTemplate",
+                json!("UPDATE users SET synced = \"{{ resource.metadata.name }}\""),
+            ),
+            &cluster(),
+        ),
+        "is inside a string literal (\"…\")",
     );
 }
 

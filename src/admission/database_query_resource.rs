@@ -5,8 +5,9 @@ use serde_json::Value;
 use super::checks::{Checker, Defaults, Meta, parse_duration};
 use super::field::FieldError;
 use super::policy::Rule;
-use super::{sqlcheck, templates};
+use super::sqlcheck;
 use crate::api::DatabaseQueryResourceSpec;
+use crate::query_template::{ObjectTemplate, StatusQuery, qualified_kind};
 
 pub(crate) fn default(defaults: &mut Defaults) {
     defaults.fill("/spec/prune", Value::Bool(true));
@@ -23,32 +24,7 @@ pub(crate) fn validate(
         return;
     };
     let limits = checker.policy().limits.clone();
-
-    match parse_duration(&spec.poll_interval) {
-        None => checker.report(
-            Rule::PollInterval,
-            FieldError::invalid(
-                "spec.pollInterval",
-                spec.poll_interval.as_str(),
-                "must be a duration such as \"30s\", \"5m\" or \"1h30m\"",
-            ),
-        ),
-        Some(seconds) => {
-            if parse_duration(&limits.min_poll_interval).is_some_and(|min| seconds < min) {
-                checker.report(
-                    Rule::PollInterval,
-                    FieldError::invalid(
-                        "spec.pollInterval",
-                        spec.poll_interval.as_str(),
-                        format!(
-                            "must be at least {} (the AdmissionPolicy's limits.minPollInterval)",
-                            limits.min_poll_interval
-                        ),
-                    ),
-                );
-            }
-        }
-    }
+    check_poll_interval(checker, &spec.poll_interval, &limits.min_poll_interval);
 
     let engine = spec.database.engine;
     if let Err(problem) = sqlcheck::check_read_only(&spec.query, engine) {
@@ -57,63 +33,38 @@ pub(crate) fn validate(
             FieldError::invalid("spec.query", spec.query.as_str(), problem),
         );
     }
-
-    if let Err(problem) = templates::compile(&templates::resource_environment(), &spec.template) {
+    if let Some(status_query) = &spec.status_update_query_template
+        && let Err(problem) = StatusQuery::compile(status_query, engine)
+    {
         checker.report(
             Rule::Template,
             FieldError::invalid(
-                "spec.template",
-                short(&spec.template),
+                "spec.statusUpdateQueryTemplate",
+                short(status_query),
                 format!("does not compile: {problem}"),
             ),
         );
     }
-    if let Some(status_query) = &spec.status_update_query_template {
-        let field = "spec.statusUpdateQueryTemplate";
-        if let Err(problem) =
-            templates::compile(&templates::status_query_environment(engine), status_query)
-        {
+
+    let template = match ObjectTemplate::compile(&spec.template) {
+        Ok(template) => Some(template),
+        Err(problem) => {
             checker.report(
                 Rule::Template,
                 FieldError::invalid(
-                    field,
-                    short(status_query),
+                    "spec.template",
+                    short(&spec.template),
                     format!("does not compile: {problem}"),
                 ),
             );
-        } else if quoted_interpolation(status_query) {
-            checker.report(
-                Rule::Template,
-                FieldError::invalid(field, short(status_query), "every {{ … }} is already emitted as a quoted SQL literal; remove the quotes around it"),
-            );
+            None
         }
-    }
-
-    // What the template renders, where that is written literally.
-    let (api_version, kind, namespace) = static_header(&spec.template);
-    if let Some(kind) = kind {
-        let group = api_version
-            .as_deref()
-            .and_then(|v| v.rsplit_once('/'))
-            .map(|(g, _)| g)
-            .unwrap_or("");
-        let qualified = if group.is_empty() {
-            kind.clone()
-        } else {
-            format!("{group}/{kind}")
-        };
-        if !limits.allowed_query_resource_kinds.contains(&qualified) {
-            checker.report(
-                Rule::AllowedKinds,
-                FieldError::not_supported(
-                    "spec.template",
-                    format!("kind: {qualified}"),
-                    &limits.allowed_query_resource_kinds,
-                ),
-            );
-        }
+    };
+    if let Some(template) = &template {
+        check_rendered_kind(checker, template, &limits.allowed_query_resource_kinds);
     }
     if !limits.cross_namespace_allowed {
+        let namespace = template.as_ref().and_then(ObjectTemplate::static_namespace);
         if let Some(namespace) = namespace.filter(|ns| *ns != meta.namespace) {
             checker.report(
                 Rule::CrossNamespace,
@@ -136,45 +87,47 @@ pub(crate) fn validate(
     }
 }
 
-/// The top-level `apiVersion`, `kind` and `metadata.namespace` of a template, where they are
-/// written without interpolation.
-fn static_header(template: &str) -> (Option<String>, Option<String>, Option<String>) {
-    let (mut api_version, mut kind, mut namespace) = (None, None, None);
-    let mut in_metadata = false;
-    for line in template.lines() {
-        let literal = |value: &str| {
-            let value = value.trim().trim_matches(['"', '\'']);
-            (!value.is_empty() && !value.contains("{{") && !value.contains("{%"))
-                .then(|| value.to_string())
-        };
-        if let Some(v) = line.strip_prefix("apiVersion:") {
-            api_version = literal(v);
-        } else if let Some(v) = line.strip_prefix("kind:") {
-            kind = literal(v);
-        } else if line.starts_with("metadata:") {
-            in_metadata = true;
-            continue;
-        } else if in_metadata && line.starts_with(char::is_whitespace) {
-            if let Some(v) = line.trim_start().strip_prefix("namespace:")
-                && line.len() - line.trim_start().len() <= 2
-            {
-                namespace = literal(v);
+fn check_poll_interval(checker: &mut Checker<'_>, interval: &str, minimum: &str) {
+    match parse_duration(interval) {
+        None => checker.report(
+            Rule::PollInterval,
+            FieldError::invalid(
+                "spec.pollInterval",
+                interval,
+                "must be a duration such as \"30s\", \"5m\" or \"1h30m\"",
+            ),
+        ),
+        Some(seconds) => {
+            if parse_duration(minimum).is_some_and(|min| seconds < min) {
+                checker.report(
+                    Rule::PollInterval,
+                    FieldError::invalid(
+                        "spec.pollInterval",
+                        interval,
+                        format!(
+                            "must be at least {minimum} (the AdmissionPolicy's limits.minPollInterval)"
+                        ),
+                    ),
+                );
             }
-            continue;
-        }
-        if !line.starts_with(char::is_whitespace) {
-            in_metadata = false;
         }
     }
-    (api_version, kind, namespace)
 }
 
-/// `'{{ x }}'`: a quote right around an interpolation.
-fn quoted_interpolation(template: &str) -> bool {
-    template.contains("'{{")
-        || template.contains("}}'")
-        || template.contains("\"{{")
-        || template.contains("}}\"")
+/// The kind the template renders, where `apiVersion` and `kind` are written literally; the
+/// reconciler checks every rendered object again.
+fn check_rendered_kind(checker: &mut Checker<'_>, template: &ObjectTemplate, allowed: &[String]) {
+    let (Some(api_version), Some(kind)) = (template.static_api_version(), template.static_kind())
+    else {
+        return;
+    };
+    let qualified = qualified_kind(api_version, kind);
+    if !allowed.contains(&qualified) {
+        checker.report(
+            Rule::AllowedKinds,
+            FieldError::not_supported("spec.template", format!("kind: {qualified}"), allowed),
+        );
+    }
 }
 
 /// Long values are cut in messages.
@@ -185,25 +138,5 @@ fn short(s: &str) -> String {
         format!("{cut}…")
     } else {
         s.to_string()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::static_header;
-
-    #[test]
-    fn header_is_read_only_where_literal() {
-        let (api, kind, ns) = static_header(
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ row.name }}\n  namespace: other\n  labels:\n    namespace: x\n",
-        );
-        assert_eq!(
-            (api.as_deref(), kind.as_deref(), ns.as_deref()),
-            (Some("apps/v1"), Some("Deployment"), Some("other"))
-        );
-        let (_, kind, ns) = static_header(
-            "kind: {{ row.kind }}\nmetadata:\n  namespace: {{ metadata.namespace }}\n",
-        );
-        assert_eq!((kind, ns), (None, None));
     }
 }

@@ -12,7 +12,6 @@ pub mod quantity;
 pub mod schema;
 mod snapshot;
 pub mod sqlcheck;
-pub mod templates;
 pub mod tenancy;
 
 mod admission_policy;

@@ -8,27 +8,52 @@ use crate::api::Engine;
 
 /// `Ok` when `sql` is one read-only statement for `engine`; otherwise what is wrong.
 pub fn check_read_only(sql: &str, engine: Engine) -> Result<(), String> {
-    let dialect: &dyn Dialect = match engine {
-        Engine::Postgres => &PostgreSqlDialect {},
-        Engine::Mysql => &MySqlDialect {},
-    };
-    let statements = Parser::parse_sql(dialect, sql)
-        .map_err(|e| format!("does not parse as {} SQL: {e}", engine.as_str()))?;
-    let statement = match statements.as_slice() {
-        [one] => one,
-        [] => return Err("must contain one statement, found none".into()),
-        many => {
-            return Err(format!(
-                "must be exactly one statement, found {}",
-                many.len()
-            ));
-        }
-    };
+    let statements = parse(sql, engine)?;
+    let statement = one(&statements)?;
     match statement {
         Statement::Query(query) => check_query(query),
         other => Err(format!(
             "must be a read-only query (SELECT, WITH … SELECT, VALUES or TABLE), found {}",
             statement_name(other)
+        )),
+    }
+}
+
+/// `Ok` when `sql` (with `$n` or `?` placeholders) is one data statement for `engine` — UPDATE,
+/// INSERT (or MySQL's REPLACE), DELETE, MERGE, CALL or SELECT — as a status write-back is;
+/// otherwise what is wrong.
+pub fn check_one_write(sql: &str, engine: Engine) -> Result<(), String> {
+    let statements = parse(sql, engine)?;
+    match one(&statements)? {
+        Statement::Update { .. }
+        | Statement::Insert(_)
+        | Statement::Delete(_)
+        | Statement::Merge { .. }
+        | Statement::Call(_)
+        | Statement::Query(_) => Ok(()),
+        other => Err(format!(
+            "must be one data statement (UPDATE, INSERT, DELETE, MERGE, CALL or SELECT), found {}",
+            statement_name(other)
+        )),
+    }
+}
+
+fn parse(sql: &str, engine: Engine) -> Result<Vec<Statement>, String> {
+    let dialect: &dyn Dialect = match engine {
+        Engine::Postgres => &PostgreSqlDialect {},
+        Engine::Mysql => &MySqlDialect {},
+    };
+    Parser::parse_sql(dialect, sql)
+        .map_err(|e| format!("does not parse as {} SQL: {e}", engine.as_str()))
+}
+
+fn one(statements: &[Statement]) -> Result<&Statement, String> {
+    match statements {
+        [one] => Ok(one),
+        [] => Err("must contain one statement, found none".into()),
+        many => Err(format!(
+            "must be exactly one statement, found {}",
+            many.len()
         )),
     }
 }
@@ -96,6 +121,28 @@ mod tests {
             check_read_only("SELECT `name` FROM t", Engine::Mysql),
             Ok(())
         );
+    }
+
+    #[test]
+    fn one_data_statement_with_placeholders() {
+        for sql in [
+            "UPDATE users SET synced = $1 WHERE id = $2",
+            "INSERT INTO t (a) VALUES ($1) ON CONFLICT (a) DO NOTHING",
+            "DELETE FROM t WHERE a = $1",
+            "SELECT set_status($1)",
+        ] {
+            assert_eq!(check_one_write(sql, Engine::Postgres), Ok(()), "{sql}");
+        }
+        assert_eq!(
+            check_one_write("REPLACE INTO t (a) VALUES (?)", Engine::Mysql),
+            Ok(())
+        );
+        assert_eq!(
+            check_one_write("UPDATE t SET a = $1; DROP TABLE t", Engine::Postgres),
+            Err("must be exactly one statement, found 2".into())
+        );
+        let error = check_one_write("DROP TABLE t", Engine::Postgres).unwrap_err();
+        assert!(error.ends_with("found DROP TABLE"), "{error}");
     }
 
     #[test]
