@@ -113,7 +113,18 @@ async fn converge(cluster: &PostgresCluster, state: &State) -> Result<Health, Er
     })
     .map_err(|message| Error::Invalid { message })?;
     let namespace = cluster.namespace().unwrap_or_default();
-    cluster_kube::act(&client, &namespace, &plan.changes).await?;
+    let notes = cluster_kube::act(&client, &namespace, &plan.changes).await?;
+    for note in &notes {
+        warn!(kind = KIND, namespace, name = %cluster.name_any(), "{note}");
+        state
+            .publish(
+                cluster,
+                EventType::Warning,
+                "PodDisruptionBudgetUnavailable",
+                note.clone(),
+            )
+            .await;
+    }
     if !plan.changes.is_empty() {
         let lines: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
         info!(kind = KIND, namespace, name = %cluster.name_any(), changes = lines.len(), "reconciled");

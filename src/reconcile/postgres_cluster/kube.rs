@@ -111,14 +111,29 @@ pub async fn observe(
     (reads.observed, reads.first_error)
 }
 
-/// Executes `changes` in order in `namespace`.
-pub async fn act(client: &Client, namespace: &str, changes: &[Change]) -> Result<(), Error> {
+/// Executes `changes` in order in `namespace`; returns notes on what the API server does not
+/// serve (a PodDisruptionBudget on a server without `policy/v1`, before Kubernetes 1.21: the
+/// cluster runs without one rather than not at all).
+pub async fn act(
+    client: &Client,
+    namespace: &str,
+    changes: &[Change],
+) -> Result<Vec<String>, Error> {
+    let mut notes = Vec::new();
     for change in changes {
         match change {
+            Change::Pdb(o) => match apply(client, o.as_ref(), "apply PodDisruptionBudget").await {
+                Err(Error::Kube { source, .. }) if matches!(source.as_ref(), kube::Error::Api(s) if s.code == 404) =>
+                {
+                    notes.push(
+                        "the API server does not serve policy/v1 PodDisruptionBudgets (Kubernetes 1.21 or later does): the cluster has none".to_owned(),
+                    );
+                }
+                other => other?,
+            },
             Change::ConfigMap(o) => apply(client, o.as_ref(), "apply ConfigMap").await?,
             Change::StatefulSet(o) => apply(client, o.as_ref(), "apply StatefulSet").await?,
             Change::Service(o) => apply(client, o.as_ref(), "apply Service").await?,
-            Change::Pdb(o) => apply(client, o.as_ref(), "apply PodDisruptionBudget").await?,
             Change::Secret(o) => apply(client, o.as_ref(), "apply Secret").await?,
             Change::DeletePdb { name } => {
                 let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
@@ -150,7 +165,7 @@ pub async fn act(client: &Client, namespace: &str, changes: &[Change]) -> Result
             }
         }
     }
-    Ok(())
+    Ok(notes)
 }
 
 /// Server-side applies a namespaced object as built (forced; never its `managedFields` or
