@@ -9,9 +9,33 @@ use serde::{Deserialize, Serialize};
 
 use super::{CommonStatus, RoleFlag};
 
+/// What dbward last saw of a PostgresCluster: its phase and conditions (`Ready`,
+/// `PrimaryAvailable`, `ReplicasReady`), its ready pods and where clients connect.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresClusterStatus {
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    /// `Creating` (the primary is not ready), `Running` (every pod ready), `Degraded` (the
+    /// primary is ready, a replica is not), `Stopped` (no instances) or `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Pods of the cluster that are ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_instances: Option<i32>,
+    /// The primary's Service, `host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_endpoint: Option<String>,
+}
+
 /// A PostgreSQL cluster run in Kubernetes (a StatefulSet of the official image, Services, an
 /// optional pooler and credential Secrets named `{user}.{cluster}.credentials.postgresql.dbward.dev`).
 /// `metadata.name` must start with `spec.teamId` and `-`.
+///
+/// Pod 0 is the primary, the others are streaming replicas. There is no automatic failover and
+/// no backup: when the primary's pod is lost, clients wait until it is back on its volume. For
+/// high availability use an operator built for it (Zalando's postgres-operator with Patroni,
+/// CloudNativePG).
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "dbward.dev",
@@ -20,8 +44,8 @@ use super::{CommonStatus, RoleFlag};
     namespaced,
     shortname = "pgc",
     category = "dbward",
-    status = "CommonStatus",
-    doc = "A PostgreSQL cluster run in Kubernetes, with the Zalando postgres-operator manifest's contract.",
+    status = "PostgresClusterStatus",
+    doc = "A PostgreSQL cluster run in Kubernetes, with the Zalando postgres-operator manifest's contract. Pod 0 is the primary, the others streaming replicas; there is no automatic failover and no backup (use Zalando's postgres-operator or CloudNativePG for high availability).",
     printcolumn(name = "Team", type_ = "string", json_path = ".spec.teamId"),
     printcolumn(
         name = "Version",
@@ -34,11 +58,7 @@ use super::{CommonStatus, RoleFlag};
         json_path = ".spec.numberOfInstances"
     ),
     printcolumn(name = "Volume", type_ = "string", json_path = ".spec.volume.size"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.phase"),
     printcolumn(
         name = "Age",
         type_ = "date",

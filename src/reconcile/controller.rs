@@ -46,6 +46,7 @@ use super::{
 
 mod caches;
 mod ops_request;
+mod postgres_cluster;
 mod service;
 
 use caches::{CacheSync, Stores, cached, each_change, read_caches};
@@ -53,6 +54,7 @@ use caches::{CacheSync, Stores, cached, each_change, read_caches};
 pub use ops_request::{
     Advanced, WAIT_RETRY, advance, ops_request_error_policy, reconcile_ops_request,
 };
+pub use postgres_cluster::{postgres_cluster_error_policy, reconcile_postgres_cluster};
 pub use service::{IN_USE_RETRY, reconcile_service};
 
 /// How often an object that is fine is looked at again (drift repair).
@@ -74,6 +76,8 @@ pub struct State {
     failures: Mutex<HashMap<String, u32>>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
+    /// Where PostgresClusters' primaries are reached instead of their Services (tests).
+    pub primary_override: Option<crate::sql::ConnectionInfo>,
 }
 
 impl State {
@@ -93,6 +97,7 @@ impl State {
             recorder,
             failures: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
+            primary_override: None,
         }
     }
 
@@ -627,13 +632,14 @@ pub async fn run_controllers(
             let _ = stop.wait_for(|stop| *stop).await;
         }
     };
-    let sync = Arc::new(CacheSync::new(13, ready.clone()));
+    let sync = Arc::new(CacheSync::new(14, ready.clone()));
     let (services, services_cache) = cached::<DatabaseService>(&client, &sync);
     let (databases, databases_cache) = cached::<Database>(&client, &sync);
     let (users, users_cache) = cached::<ServiceUser>(&client, &sync);
     let (claims, claims_cache) = cached::<DatabaseClaim>(&client, &sync);
     let (pools, pools_cache) = cached::<ConnectionPool>(&client, &sync);
     let (ops, ops_cache) = cached::<DatabaseOpsRequest>(&client, &sync);
+    let (clusters, clusters_cache) = cached::<crate::api::PostgresCluster>(&client, &sync);
     let reads = read_caches::<4>(
         &client,
         &state.ctx.operator_namespace,
@@ -695,6 +701,11 @@ pub async fn run_controllers(
     let ops = Controller::for_stream(ops, ops_cache)
         .with_config(limits())
         .graceful_shutdown_on(stopped());
+    // PostgresClusters (controller/postgres_cluster.rs): their objects are owned by them.
+    let clusters = Controller::for_stream(clusters, clusters_cache)
+        .with_config(limits())
+        .reconcile_all_on(policy())
+        .graceful_shutdown_on(stopped());
 
     let services = services
         .run(
@@ -738,6 +749,13 @@ pub async fn run_controllers(
             state.clone(),
         )
         .for_each(|r| log_result("DatabaseOpsRequest", r));
+    let clusters = clusters
+        .run(
+            listed_then(reconcile_postgres_cluster),
+            postgres_cluster_error_policy,
+            state.clone(),
+        )
+        .for_each(|r| log_result("PostgresCluster", r));
     info!("controllers started");
     let fill = async {
         tokio::select! {
@@ -745,7 +763,9 @@ pub async fn run_controllers(
             () = stopped() => {}
         }
     };
-    tokio::join!(services, databases, users, claims, pools, ops, fill);
+    tokio::join!(
+        services, databases, users, claims, pools, ops, clusters, fill
+    );
     state.ctx.cluster.use_caches(None);
     info!("controllers stopped");
 }

@@ -70,7 +70,10 @@ pub fn selector(service: &str) -> BTreeMap<String, String> {
 }
 
 /// Stamps `SPEC_ANNOTATION` with the hash of `object` as built.
-fn stamped<T: serde::Serialize>(mut object: T, meta: impl Fn(&mut T) -> &mut ObjectMeta) -> T {
+pub(crate) fn stamped<T: serde::Serialize>(
+    mut object: T,
+    meta: impl Fn(&mut T) -> &mut ObjectMeta,
+) -> T {
     let json = serde_json::to_string(&object).unwrap_or_default();
     let hash: String = Sha256::digest(json.as_bytes())
         .iter()

@@ -453,9 +453,15 @@ def test_rbac_resource_names_where_intended():
     assert grants(objs, "Role", "cert-manager.io", "certificates") == {
         v: None for v in ("get", "create", "patch", "delete")}
     assert grants(objs, "ClusterRole", "cert-manager.io", "certificates") == {}
-    for resource in ("deployments", "services", "configmaps", "pods"):
-        assert grants(objs, "ClusterRole", "apps", resource) == {}
-        assert grants(objs, "ClusterRole", "", resource) == {}
+    assert grants(objs, "ClusterRole", "apps", "deployments") == {}
+    # PostgresClusters' objects, in the tenants' namespaces: no delete but the PDB's.
+    assert grants(objs, "ClusterRole", "apps", "statefulsets") == {v: None for v in ("get", "create", "patch")}
+    for resource in ("services", "configmaps"):
+        assert grants(objs, "ClusterRole", "", resource) == {v: None for v in ("get", "create", "patch")}
+    assert grants(objs, "ClusterRole", "policy", "poddisruptionbudgets") == {
+        v: None for v in ("get", "create", "patch", "delete")}
+    for resource in ("persistentvolumeclaims", "pods"):
+        assert grants(objs, "ClusterRole", "", resource) == {"list": None, "patch": None}
     assert grants(objs, "ClusterRole", "", "secrets") == {
         "get": None, "create": None, "patch": None, "delete": None, "list": None, "watch": None}
     for kind in ("databaseservices", "databases", "serviceusers", "connectionpools", "databaseclaims",

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dbward::api::{
-    ConnectionPool, Database, DatabaseClaim, DatabaseOpsRequest, DatabaseService, ServiceUser,
+    ConnectionPool, Database, DatabaseClaim, DatabaseOpsRequest, DatabaseService, PostgresCluster,
+    ServiceUser,
 };
 use kube::Client;
 use kube_fake_client::ClientBuilder;
@@ -68,6 +69,7 @@ pub async fn counting_client(objects: Vec<serde_json::Value>, gets: Arc<AtomicUs
         .with_resource::<DatabaseOpsRequest>()
         .with_resource::<Certificate>()
         .with_status_subresource::<Certificate>()
+        .with_resource::<PostgresCluster>()
         .with_runtime_objects(objects)
         .with_interceptor_funcs(interceptors)
         .build()
