@@ -111,6 +111,17 @@ pub struct Limits {
     /// Whether a DatabaseQueryResource may read a Secret or create objects in another namespace.
     /// Default false.
     pub cross_namespace_allowed: bool,
+    /// Most rows a DatabaseQueryResource's query may return; a poll with more fails and
+    /// changes nothing. Default 10000.
+    #[schemars(range(min = 1))]
+    pub max_query_rows: u32,
+    /// Most children one poll of a DatabaseQueryResource may prune; the rest wait for the next
+    /// poll. Default 500.
+    #[schemars(range(min = 1))]
+    pub max_query_prunes: u32,
+    /// Statement timeout of a DatabaseQueryResource's query (and of its status update
+    /// queries), as a duration. Default `30s`.
+    pub query_timeout: String,
     /// Roles outside a namespace that ServiceUsers may name in `inRoles` (for example a
     /// read-only group the admin maintains, or `pg_read_all_stats`). Default: none. Roles a
     /// namespace's own objects created are always allowed; `pg_*` roles only when listed here.
@@ -174,6 +185,9 @@ impl Default for Limits {
             min_poll_interval: "10s".into(),
             allowed_query_resource_kinds: vec!["ConfigMap".into()],
             cross_namespace_allowed: false,
+            max_query_rows: 10_000,
+            max_query_prunes: 500,
+            query_timeout: "30s".into(),
             allowed_in_roles: Vec::new(),
             allowed_parameters: DEFAULT_ALLOWED_PARAMETERS.map(String::from).to_vec(),
             server_wide_flags_allowed: false,

@@ -16,14 +16,17 @@ use serde_json::Value;
 use crate::admission;
 use crate::api::admission_policy::POLICY_NAME;
 use crate::api::{
-    self, AdmissionPolicy, ConnectionPool, Database, DatabaseClaim, DatabaseService, ServiceUser,
+    self, AdmissionPolicy, ConnectionPool, Database, DatabaseClaim, DatabaseQueryResource,
+    DatabaseService, ServiceUser,
 };
 use crate::cli::validate;
 use crate::manifests::{self, Manifest};
 use crate::reconcile::local::{self, LocalCluster};
 use crate::reconcile::local_pooler;
+use crate::reconcile::secret::decoded_data;
 use crate::reconcile::{
-    Applied, Context, Error, database, database_claim, database_service, display_ref, service_user,
+    Applied, Cluster, Context, Error, database, database_claim, database_service, display_ref,
+    query_resource, service_user,
 };
 
 /// Apply the database side of manifests to the servers they name, without a cluster.
@@ -214,8 +217,17 @@ async fn run_local(args: &ReconcileArgs) -> ExitCode {
         failed = true;
         eprintln!("error: {line}");
     }
+    let previews = preview_query_resources(&ctx, &admitted).await;
+    for line in &previews.errors {
+        failed = true;
+        eprintln!("error: {line}");
+    }
     for (manifest, _) in admitted.iter().filter(|(m, _)| {
-        !ORDER.contains(&m.kind()) && !matches!(m.kind(), "AdmissionPolicy" | "ConnectionPool")
+        !ORDER.contains(&m.kind())
+            && !matches!(
+                m.kind(),
+                "AdmissionPolicy" | "ConnectionPool" | "DatabaseQueryResource"
+            )
     }) {
         let _ = writeln!(
             out,
@@ -230,11 +242,11 @@ async fn run_local(args: &ReconcileArgs) -> ExitCode {
 
     let applied = ctx.cluster.applied();
     let written = match &args.out {
-        Some(dir) => {
-            write_secrets(dir, &applied).and_then(|()| remove_secrets(dir, &ctx.cluster.deleted()))
-        }
+        Some(dir) => write_secrets(dir, &applied)
+            .and_then(|()| remove_secrets(dir, &ctx.cluster.deleted()))
+            .and_then(|()| write_previews(dir, &previews.files)),
         None => print_secrets(&mut out, &applied).and_then(|()| {
-            for (path, content) in &pooled.files {
+            for (path, content) in pooled.files.iter().chain(&previews.files) {
                 writeln!(out, "--- # {path}\n{}", content.trim_end()).map_err(|e| e.to_string())?;
             }
             Ok(())
@@ -249,6 +261,78 @@ async fn run_local(args: &ReconcileArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// What the DatabaseQueryResources would apply: their files (under `query/`) and the rows
+/// that would fail.
+#[derive(Default)]
+struct Previews {
+    files: Vec<(String, String)>,
+    errors: Vec<String>,
+}
+
+/// Each admitted DatabaseQueryResource's rows rendered ([`query_resource::preview`]); one line
+/// per object on stdout.
+async fn preview_query_resources(
+    ctx: &Context<LocalCluster>,
+    admitted: &[(Manifest, Value)],
+) -> Previews {
+    let mut previews = Previews::default();
+    let policy = ctx.cluster.get_policy().await.unwrap_or_default();
+    for (manifest, object) in admitted
+        .iter()
+        .filter(|(m, _)| m.kind() == "DatabaseQueryResource")
+    {
+        let reference = display_ref(manifest.kind(), Some(manifest.namespace()), manifest.name());
+        let cr: DatabaseQueryResource = match parse(object) {
+            Ok(cr) => cr,
+            Err(e) => {
+                previews.errors.push(format!("{reference}: {e}"));
+                continue;
+            }
+        };
+        let secret_ref = &cr.spec.database.connection_secret_ref;
+        let ns = query_resource::connection::secret_namespace(secret_ref, manifest.namespace());
+        let secret = ctx
+            .cluster
+            .get_secret(ns, &secret_ref.name)
+            .await
+            .ok()
+            .flatten()
+            .map(|s| decoded_data(&s));
+        let found = query_resource::preview::preview(&cr, secret.as_ref(), &policy).await;
+        let dir = format!("query/{}.{}", manifest.namespace(), manifest.name());
+        for (file, yaml) in found.manifests {
+            println!(
+                "{reference}: would apply {}",
+                file.trim_end_matches(".yaml")
+            );
+            previews.files.push((format!("{dir}/{file}"), yaml));
+        }
+        previews.errors.extend(
+            found
+                .errors
+                .into_iter()
+                .map(|e| format!("{reference}: {e}")),
+        );
+    }
+    previews
+}
+
+/// Writes the previews under `dir`, replacing what an earlier run wrote there.
+fn write_previews(dir: &Path, files: &[(String, String)]) -> Result<(), String> {
+    let root = dir.join("query");
+    if root.exists() {
+        std::fs::remove_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    }
+    for (path, content) in files {
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, content).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 async fn reconcile_one(

@@ -32,8 +32,8 @@ use crate::api::database::DatabaseStatus;
 use crate::api::database_claim::DatabaseClaimStatus;
 use crate::api::service_user::ServiceUserStatus;
 use crate::api::{
-    CommonStatus, ConnectionPool, Database, DatabaseClaim, DatabaseOpsRequest, DatabaseService,
-    ServiceUser,
+    CommonStatus, ConnectionPool, Database, DatabaseClaim, DatabaseOpsRequest,
+    DatabaseQueryResource, DatabaseService, ServiceUser,
 };
 use crate::exposition::{Exposition, Type};
 
@@ -47,6 +47,7 @@ use super::{
 mod caches;
 mod ops_request;
 mod postgres_cluster;
+pub mod query_resource;
 mod service;
 
 use caches::{CacheSync, Stores, cached, each_change, read_caches};
@@ -582,7 +583,7 @@ pub fn error_policy<K: Reconciled>(object: Arc<K>, error: &Error, state: Arc<Sta
     }
 }
 
-/// `dbward controller`: runs the six controllers until SIGTERM or Ctrl-C; serves `/metrics`,
+/// `dbward controller`: runs the eight controllers until SIGTERM or Ctrl-C; serves `/metrics`,
 /// `/healthz` and `/readyz` (ready once the controllers' caches synced) on `metrics_listen`
 /// when given. One replica: `dbward run` elects a leader among several.
 pub async fn run(
@@ -612,7 +613,7 @@ pub async fn run(
     Ok(())
 }
 
-/// Runs the six controllers until `stop` turns true; each lets its running reconciles finish.
+/// Runs the eight controllers until `stop` turns true; each lets its running reconciles finish.
 /// `ready` turns true once every controller's cache holds a full list.
 ///
 /// The controllers cache their own kinds, and what their reconciles read
@@ -632,7 +633,7 @@ pub async fn run_controllers(
             let _ = stop.wait_for(|stop| *stop).await;
         }
     };
-    let sync = Arc::new(CacheSync::new(14, ready.clone()));
+    let sync = Arc::new(CacheSync::new(15, ready.clone()));
     let (services, services_cache) = cached::<DatabaseService>(&client, &sync);
     let (databases, databases_cache) = cached::<Database>(&client, &sync);
     let (users, users_cache) = cached::<ServiceUser>(&client, &sync);
@@ -640,6 +641,7 @@ pub async fn run_controllers(
     let (pools, pools_cache) = cached::<ConnectionPool>(&client, &sync);
     let (ops, ops_cache) = cached::<DatabaseOpsRequest>(&client, &sync);
     let (clusters, clusters_cache) = cached::<crate::api::PostgresCluster>(&client, &sync);
+    let (queries, queries_cache) = cached::<DatabaseQueryResource>(&client, &sync);
     let reads = read_caches::<4>(
         &client,
         &state.ctx.operator_namespace,
@@ -701,6 +703,16 @@ pub async fn run_controllers(
     let ops = Controller::for_stream(ops, ops_cache)
         .with_config(limits())
         .graceful_shutdown_on(stopped());
+    // DatabaseQueryResources (controller/query_resource.rs): each polls on its own interval
+    // (a requeue), at once when its spec changes, and again when the policy changes.
+    let query_state = Arc::new(query_resource::QueryState {
+        state: state.clone(),
+        discovery: Default::default(),
+    });
+    let queries = Controller::for_stream(queries, queries_cache)
+        .with_config(limits())
+        .reconcile_all_on(policy())
+        .graceful_shutdown_on(stopped());
     // PostgresClusters (controller/postgres_cluster.rs): their objects are owned by them.
     let clusters = Controller::for_stream(clusters, clusters_cache)
         .with_config(limits())
@@ -756,6 +768,13 @@ pub async fn run_controllers(
             state.clone(),
         )
         .for_each(|r| log_result("PostgresCluster", r));
+    let queries = queries
+        .run(
+            query_resource::reconcile_query_resource,
+            query_resource::query_resource_error_policy,
+            query_state,
+        )
+        .for_each(|r| log_result("DatabaseQueryResource", r));
     info!("controllers started");
     let fill = async {
         tokio::select! {
@@ -764,7 +783,7 @@ pub async fn run_controllers(
         }
     };
     tokio::join!(
-        services, databases, users, claims, pools, ops, clusters, fill
+        services, databases, users, claims, pools, ops, clusters, queries, fill
     );
     state.ctx.cluster.use_caches(None);
     info!("controllers stopped");

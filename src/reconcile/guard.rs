@@ -49,6 +49,31 @@ where
         value["kind"] = "Namespace".into();
         snapshot.insert(&value);
     }
+    verdict_on(&snapshot, object)?;
+    Ok(policy)
+}
+
+/// [`admit`] for a kind whose rules read only the AdmissionPolicy (a DatabaseQueryResource):
+/// `policy` is the one in force.
+pub fn admit_alone<C: Cluster, K>(
+    ctx: &Context<C>,
+    policy: &AdmissionPolicySpec,
+    object: &K,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Serialize,
+{
+    let mut snapshot = Snapshot::new(&ctx.operator_namespace, ctx.cluster.is_complete());
+    snapshot.policy = policy.clone();
+    verdict_on(&snapshot, object)
+}
+
+/// The admission engine's verdict on creating `object`, with `snapshot`.
+fn verdict_on<K>(snapshot: &Snapshot, object: &K) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Serialize,
+{
+    let namespace = object.meta().namespace.clone().unwrap_or_default();
     let value = serde_json::to_value(object).map_err(|e| Error::Invalid {
         message: format!("cannot read the object: {e}"),
     })?;
@@ -64,14 +89,14 @@ where
             old_object: None,
             subresource: None,
         },
-        &snapshot,
+        snapshot,
     );
     if !verdict.allowed {
         return Err(Error::Denied {
             message: verdict.message(&kind, &name),
         });
     }
-    Ok(policy)
+    Ok(())
 }
 
 fn insert<T: Serialize>(snapshot: &mut Snapshot, object: &T) {

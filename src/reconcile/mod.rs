@@ -30,6 +30,7 @@ pub mod pooler_objects;
 pub mod pooler_plan;
 pub mod pooler_tls;
 pub mod postgres_cluster;
+pub mod query_resource;
 pub mod secret;
 pub mod service_user;
 pub mod status;

@@ -18,6 +18,7 @@ pub mod password;
 pub mod plan;
 pub mod pooler;
 pub mod postgres;
+pub mod query;
 pub mod quote;
 
 use std::collections::BTreeMap;

@@ -1045,7 +1045,7 @@ fn is_missing_catalog(e: &mysql_async::Error) -> bool {
 
 /// The TLS options of `mode`, `None` for plain TCP. `prefer` encrypts without checking the
 /// certificate, as libpq does.
-fn ssl_opts(mode: SslMode, ca_cert: Option<&str>) -> Option<SslOpts> {
+pub(crate) fn ssl_opts(mode: SslMode, ca_cert: Option<&str>) -> Option<SslOpts> {
     if mode == SslMode::Disable {
         return None;
     }

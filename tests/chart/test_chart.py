@@ -456,8 +456,11 @@ def test_rbac_resource_names_where_intended():
     assert grants(objs, "ClusterRole", "apps", "deployments") == {}
     # PostgresClusters' objects, in the tenants' namespaces: no delete but the PDB's.
     assert grants(objs, "ClusterRole", "apps", "statefulsets") == {v: None for v in ("get", "create", "patch")}
-    for resource in ("services", "configmaps"):
-        assert grants(objs, "ClusterRole", "", resource) == {v: None for v in ("get", "create", "patch")}
+    assert grants(objs, "ClusterRole", "", "services") == {v: None for v in ("get", "create", "patch")}
+    # ConfigMaps: a PostgresCluster's (get, create, patch) and DatabaseQueryResources' children
+    # in any namespace (get, list, create, patch, delete).
+    assert grants(objs, "ClusterRole", "", "configmaps") == {
+        v: None for v in ("get", "create", "patch", "list", "delete")}
     assert grants(objs, "ClusterRole", "policy", "poddisruptionbudgets") == {
         v: None for v in ("get", "create", "patch", "delete")}
     for resource in ("persistentvolumeclaims", "pods"):
@@ -479,6 +482,16 @@ def test_rbac_resource_names_where_intended():
     for kind, rule in all_rules(objs):
         if "resourceNames" not in rule and rule["resources"] in (["leases"],):
             assert rule["verbs"] == ["create"]
+
+
+def test_rbac_follows_the_query_resource_kinds():
+    objs = render_objects({"rbac": {"queryResourceKinds": [
+        {"apiGroups": [""], "resources": ["configmaps"]},
+        {"apiGroups": ["apps"], "resources": ["deployments"]}]}})
+    children = {v: None for v in ("get", "list", "create", "patch", "delete")}
+    assert grants(objs, "ClusterRole", "apps", "deployments") == children
+    objs = render_objects({"rbac": {"queryResourceKinds": []}})
+    assert grants(objs, "ClusterRole", "", "configmaps") == {}
 
 
 def test_rbac_subjects_are_the_service_account():
