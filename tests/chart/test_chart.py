@@ -490,8 +490,9 @@ def test_rbac_follows_the_query_resource_kinds():
         {"apiGroups": ["apps"], "resources": ["deployments"]}]}})
     children = {v: None for v in ("get", "list", "create", "patch", "delete")}
     assert grants(objs, "ClusterRole", "apps", "deployments") == children
+    # Without them, ConfigMaps keep only a PostgresCluster's verbs.
     objs = render_objects({"rbac": {"queryResourceKinds": []}})
-    assert grants(objs, "ClusterRole", "", "configmaps") == {}
+    assert grants(objs, "ClusterRole", "", "configmaps") == {v: None for v in ("get", "create", "patch")}
 
 
 def test_rbac_subjects_are_the_service_account():
