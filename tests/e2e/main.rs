@@ -162,6 +162,52 @@ fn tenants_are_isolated_without_the_webhook(cluster: &Cluster) {
     );
 }
 
+/// The example DatabaseQueryResource, polled by the running controller: once the ServiceUsers'
+/// roles exist, a spec change polls at once and each role of the orders team becomes a
+/// ConfigMap (the chart's RBAC lets the controller list, apply and label them).
+fn query_resource_example_renders_its_rows(cluster: &Cluster) {
+    let out = cluster.kubectl(&[
+        "patch",
+        "dbqr",
+        "user-configmaps",
+        "-n",
+        "team-a",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"pollInterval":"45s"}}"#,
+    ]);
+    assert!(out.ok(), "{}", out.text());
+    let map = eventually("the example's ConfigMap for orders_app exists", || {
+        let out = cluster.kubectl(&[
+            "get",
+            "configmap",
+            "role-orders-app",
+            "-n",
+            "team-a",
+            "-o",
+            "json",
+        ]);
+        serde_json::from_str::<serde_json::Value>(&out.stdout).ok()
+    });
+    assert_eq!(map["data"]["username"], "orders_app");
+    assert_eq!(
+        map["metadata"]["labels"]["dbward.dev/managed-by"],
+        "user-configmaps"
+    );
+    assert_eq!(
+        map["metadata"]["ownerReferences"][0]["kind"],
+        "DatabaseQueryResource"
+    );
+    let status = eventually("the example's status counts the rows it applied", || {
+        let object = cluster.get_json("dbqr", "team-a", "user-configmaps");
+        let status = object["status"].clone();
+        (status["observedGeneration"] == object["metadata"]["generation"]
+            && status["rows"].as_u64() >= Some(2))
+        .then_some(status)
+    });
+    assert_eq!(status["conditions"][0]["status"], "True", "{status}");
+}
+
 #[test]
 fn end_to_end() {
     if std::env::var("DBWARD_E2E").as_deref() == Ok("0") {
@@ -333,6 +379,7 @@ fn end_to_end() {
     eventually("ServiceUser orders-app is Ready", || {
         cluster.ready("serviceuser", "team-a", "orders-app")
     });
+    query_resource_example_renders_its_rows(&cluster);
     eventually("DatabaseClaim backing-store is Ready", || {
         cluster.ready("databaseclaim", "team-b", "backing-store")
     });
