@@ -6,6 +6,7 @@
 //! the AdmissionPolicy.
 
 mod checks;
+pub(crate) use checks::is_dns_subdomain;
 mod field;
 pub mod policy;
 pub mod quantity;

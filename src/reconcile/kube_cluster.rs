@@ -254,7 +254,7 @@ impl Cluster for KubeCluster {
 
 /// Server-side applies a namespaced object as dbward built it (field manager [`FIELD_MANAGER`],
 /// forced; never its `managedFields` or `resourceVersion`).
-async fn apply<K>(client: &Client, desired: &K, verb: &'static str) -> Result<(), Error>
+pub(crate) async fn apply<K>(client: &Client, desired: &K, verb: &'static str) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone

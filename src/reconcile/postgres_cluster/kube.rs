@@ -3,20 +3,17 @@
 //! that cycle) and [`act`] executes the plan's changes — server-side apply with field manager
 //! `dbward` for the objects, merge patches for a PVC's size and a pod's role label.
 
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Client, Resource};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::api::PostgresCluster;
 use crate::api::postgres_cluster::credentials_secret_name;
-use crate::reconcile::kube_cluster::kube_error;
-use crate::reconcile::{Error, FIELD_MANAGER};
+use crate::reconcile::Error;
+use crate::reconcile::kube_cluster::{apply, kube_error};
 
 use super::plan::{Change, Observed};
 use super::{ROLE_LABEL, config_name, credential_users, headless_name, name_of, replicas_name};
@@ -166,36 +163,4 @@ pub async fn act(
         }
     }
     Ok(notes)
-}
-
-/// Server-side applies a namespaced object as built (forced; never its `managedFields` or
-/// `resourceVersion`).
-async fn apply<K>(client: &Client, desired: &K, verb: &'static str) -> Result<(), Error>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    let meta = desired.meta();
-    let name = meta.name.clone().unwrap_or_default();
-    let namespace = meta.namespace.clone().unwrap_or_default();
-    let mut object = desired.clone();
-    object.meta_mut().managed_fields = None;
-    object.meta_mut().resource_version = None;
-    let mut body = serde_json::to_value(&object).map_err(|e| Error::Invalid {
-        message: format!("cannot serialize {name}: {e}"),
-    })?;
-    body["apiVersion"] = K::api_version(&()).into();
-    body["kind"] = K::kind(&()).into();
-    Api::<K>::namespaced(client.clone(), &namespace)
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await
-        .map_err(kube_error(verb))?;
-    Ok(())
 }

@@ -83,6 +83,18 @@ impl Discovery {
 /// Served kinds by `(apiVersion, kind)`, and how [`super::plan::place`] sees them.
 pub type Kinds = BTreeMap<(String, String), Option<Served>>;
 
+/// The served kinds of `kinds` by qualified kind (`ConfigMap`, `apps/Deployment`), as
+/// [`ChildKey::kind`] names them.
+pub fn by_qualified_kind(kinds: &Kinds) -> BTreeMap<String, Served> {
+    kinds
+        .iter()
+        .filter_map(|((v, k), s)| {
+            s.clone()
+                .map(|s| (crate::query_template::object::qualified_kind(v, k), s))
+        })
+        .collect()
+}
+
 /// The scope of a kind in `kinds`.
 pub fn scope_of(kinds: &Kinds, api_version: &str, kind: &str) -> Scope {
     match kinds.get(&(api_version.to_owned(), kind.to_owned())) {
@@ -145,15 +157,7 @@ pub async fn observe(
 ) -> Result<Observed, Error> {
     let mut observed = Observed::default();
     let selector = format!("{UID_LABEL}={uid}");
-    let mut by_kind: BTreeMap<String, &Served> = BTreeMap::new();
-    for ((api_version, kind), served) in kinds {
-        if let Some(served) = served {
-            by_kind.insert(
-                crate::query_template::object::qualified_kind(api_version, kind),
-                served,
-            );
-        }
-    }
+    let by_kind = by_qualified_kind(kinds);
     for (kind, served) in &by_kind {
         let scope = (!anywhere).then_some(namespace);
         for (ns, name, _, hash) in list_names(&api(client, served, scope), Some(&selector)).await? {

@@ -229,13 +229,7 @@ async fn apply_rows(
         max: usize::try_from(limits.max_query_prunes).unwrap_or(usize::MAX),
     };
     let planned = plan::plan(rows.len(), desired, failures, &observed, full_pass, options);
-    let served: BTreeMap<String, Served> = kinds
-        .iter()
-        .filter_map(|((v, k), s)| {
-            s.clone()
-                .map(|s| (crate::query_template::object::qualified_kind(v, k), s))
-        })
-        .collect();
+    let served = children::by_qualified_kind(&kinds);
     act(
         cx,
         cr,
@@ -432,13 +426,7 @@ pub async fn children_of(
     }
     let observed =
         children::observe(client, &kinds, &owner.uid, &owner.namespace, true, &[]).await?;
-    let served = kinds
-        .iter()
-        .filter_map(|((v, k), s)| {
-            s.clone()
-                .map(|s| (crate::query_template::object::qualified_kind(v, k), s))
-        })
-        .collect();
+    let served = children::by_qualified_kind(&kinds);
     Ok((served, observed.ours.into_keys().collect()))
 }
 
